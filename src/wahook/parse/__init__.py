@@ -1,0 +1,31 @@
+"""The pure core: WhatsApp webhook bodies into typed events. Needs only msgspec.
+
+>>> from wahook.parse import decode
+>>> n = decode(body)
+>>> for ev in n.events(): ...     # MessageEvent | StatusEvent | ChangeEvent
+>>> n.problems                     # items that could not be decoded
+"""
+
+from wahook.errors import DecodeError
+from wahook.parse import models
+from wahook.parse.decode import OBJECT, Notification, decode
+from wahook.parse.events import ChangeEvent, Event, MessageEvent, Problem, StatusEvent
+from wahook.parse.signature import sign, verify_signature, verify_subscription
+from wahook.parse.timestamps import to_epoch
+
+__all__ = [
+    "OBJECT",
+    "ChangeEvent",
+    "DecodeError",
+    "Event",
+    "MessageEvent",
+    "Notification",
+    "Problem",
+    "StatusEvent",
+    "decode",
+    "models",
+    "sign",
+    "to_epoch",
+    "verify_signature",
+    "verify_subscription",
+]

@@ -1,0 +1,114 @@
+"""Settings: one frozen object built once from the environment; CLI flags override it.
+
+The original two-Lambda deployment's variable names are accepted (``DB_HOST`` ...,
+``SQS_QUEUE_URL``, ``WEBHOOK_VERIFY_TOKEN``, ``WEBHOOK_SECRET``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from wahook.errors import ConfigError
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def dsn_from_env(env: Mapping[str, str]) -> str | None:
+    """``WAHOOK_DSN``, else a DSN assembled from the original ``DB_*`` variables, else None."""
+    if env.get("WAHOOK_DSN"):
+        return env["WAHOOK_DSN"]
+    host = env.get("DB_HOST")
+    if not host:
+        return None
+    user = quote(env.get("DB_USER", "postgres"), safe="")
+    password = env.get("DB_PASSWORD")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    port = env.get("DB_PORT", "5432")
+    name = quote(env.get("DB_NAME", "whatsapp_db"), safe="")
+    return f"postgresql://{auth}@{host}:{port}/{name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything wahook reads from its environment. Secrets are excluded from ``repr``."""
+
+    dsn: str | None = None
+    queue_url: str | None = None
+    dead_letter_queue_url: str | None = None
+    verify_token: str | None = dataclasses.field(default=None, repr=False)
+    app_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    log_format: str = "json"
+    log_level: str = "info"
+    batch_size: int = 1000
+    batch_max_age: float = 0.2
+    pool_min: int = 1
+    pool_max: int = 5
+    host: str = "127.0.0.1"
+    port: int = 8080
+    metrics_port: int | None = None
+    max_body_bytes: int = 3 * 1024 * 1024 + 64 * 1024
+    data_dir: str = ".wahook"
+    grace_seconds: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        log_format = e.get("WAHOOK_LOG_FORMAT", "json").lower()
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"WAHOOK_LOG_FORMAT must be json or console, got {log_format!r}")
+        metrics = e.get("WAHOOK_METRICS_PORT")
+        return cls(
+            dsn=dsn_from_env(e),
+            queue_url=e.get("WAHOOK_QUEUE_URL") or e.get("SQS_QUEUE_URL") or None,
+            dead_letter_queue_url=e.get("WAHOOK_DLQ_URL") or None,
+            verify_token=e.get("WEBHOOK_VERIFY_TOKEN") or None,
+            app_secrets=_split(e.get("WEBHOOK_SECRET")),
+            aws_region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint_url=e.get("WAHOOK_AWS_ENDPOINT_URL") or e.get("AWS_ENDPOINT_URL") or None,
+            log_format=log_format,
+            log_level=e.get("WAHOOK_LOG_LEVEL", "info").lower(),
+            batch_size=_int(e, "WAHOOK_BATCH_SIZE", 1000),
+            batch_max_age=_float(e, "WAHOOK_BATCH_MAX_AGE", 0.2),
+            pool_min=_int(e, "WAHOOK_POOL_MIN", 1),
+            pool_max=_int(e, "WAHOOK_POOL_MAX", 5),
+            host=e.get("WAHOOK_HOST", "127.0.0.1"),
+            port=_int(e, "WAHOOK_PORT", 8080),
+            metrics_port=int(metrics) if metrics else None,
+            max_body_bytes=_int(e, "WAHOOK_MAX_BODY_BYTES", 3 * 1024 * 1024 + 64 * 1024),
+            data_dir=e.get("WAHOOK_DATA_DIR", ".wahook"),
+            grace_seconds=_float(e, "WAHOOK_GRACE_SECONDS", 20.0),
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored (unset flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
