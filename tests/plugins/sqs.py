@@ -1,0 +1,1 @@
+"""SQS (moto server) fixtures (filled in by the runtime work)."""
