@@ -1,0 +1,256 @@
+"""The one pipeline: source → decode → batch (size or age) → sink → settle.
+
+Tasks (one ``asyncio.TaskGroup``, every task named):
+
+- ``wahook-reader-N``  ``source.next_batch()`` → decode each body → hand-off queue
+- ``wahook-batcher``   groups records until ``batch_size`` events or ``batch_max_age`` seconds
+- ``wahook-writer-N``  ``sink.write`` (transient failures retried with capped backoff) → settle
+- ``wahook-<side>``    the source's side tasks (SQS visibility heartbeat); if one dies, the
+                       group dies with it and every unsettled message is released
+- ``wahook-control``   waits for the end of the input, a stop, or the deadline
+
+Acknowledgement happens only in ``settle``, after the batch committed. Hand-offs are
+bounded, so a slow sink stops the readers (and so the source) instead of growing memory.
+
+Stop is two-phase: readers are cancelled (no new work), what was read is batched, written
+and settled within ``grace`` seconds; then whatever is left is cancelled and the source
+releases it when its context exits. ``run`` returns normally either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from wahook.parse import DecodeError, Problem, decode
+from wahook.runtime.failures import RetryPolicy, classify
+from wahook.runtime.source import Message, Source
+from wahook.runtime.stats import Fanout, Observer, Stats
+from wahook.sinks.base import Record, Sink, WriteResult
+
+log = structlog.get_logger("wahook.runtime")
+
+_END = None
+Items = list[tuple[Message, Record]]
+
+
+def to_record(message: Message, observer: Observer | None = None) -> Record:
+    """Decode one body into a sink record. An undecodable body becomes a record with no
+    events and one problem at ``$`` so the sink quarantines it (a permanent failure)."""
+    try:
+        notification = decode(message.body)
+    except DecodeError as exc:
+        record = Record(
+            id=message.id,
+            events=(),
+            problems=(Problem(path="$", reason=str(exc), raw=message.body),),
+            raw=message.body,
+            received_at=message.received_at,
+        )
+        if observer is not None:
+            observer.decoded(record, None)
+        return record
+    record = Record(
+        id=message.id,
+        events=list(notification.events()),
+        problems=notification.problems,
+        raw=message.body,
+        received_at=message.received_at,
+    )
+    if observer is not None:
+        observer.decoded(record, notification.unknown())
+    return record
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        *,
+        batch_size: int = 1000,
+        batch_max_age: float = 0.2,
+        grace: float = 20.0,
+        writers: int = 1,
+        retry: RetryPolicy | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.batch_size = batch_size
+        self.batch_max_age = batch_max_age
+        self.grace = grace
+        self.writers = writers
+        self.retry = retry or RetryPolicy()
+        self.stats = Stats()
+        self._observe = Fanout(self.stats, *observers)
+        self._batch_ids = itertools.count(1)
+
+    # --- run --------------------------------------------------------------------------
+
+    async def run(
+        self, stop: asyncio.Event | None = None, *, deadline: float | None = None
+    ) -> Stats:
+        """Process until the source is exhausted, ``stop`` is set (two-phase stop), or the
+        loop clock passes ``deadline`` (everything unsettled is released at once)."""
+        stop = stop if stop is not None else asyncio.Event()
+        self._records: asyncio.Queue[Items | None] = asyncio.Queue(max(2, self.source.concurrency))
+        self._batches: asyncio.Queue[Items | None] = asyncio.Queue(self.writers)
+        self._readers_left = self.source.concurrency
+        self._end_sent = False
+        try:
+            async with self.source, asyncio.TaskGroup() as tg:
+                readers = [
+                    tg.create_task(self._read(), name=f"wahook-reader-{i}")
+                    for i in range(self.source.concurrency)
+                ]
+                work = [tg.create_task(self._batch(), name="wahook-batcher")]
+                work += [
+                    tg.create_task(self._write(), name=f"wahook-writer-{i}")
+                    for i in range(self.writers)
+                ]
+                sides = [
+                    tg.create_task(coro, name=f"wahook-{name}")
+                    for name, coro in self.source.side_tasks().items()
+                ]
+                tg.create_task(
+                    self._control(stop, deadline, readers, work, sides), name="wahook-control"
+                )
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        return self.stats
+
+    async def _control(
+        self,
+        stop: asyncio.Event,
+        deadline: float | None,
+        readers: list[asyncio.Task[None]],
+        work: list[asyncio.Task[None]],
+        sides: list[asyncio.Task[None]],
+    ) -> None:
+        finished = asyncio.ensure_future(asyncio.wait(work))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            done, _ = await asyncio.wait(
+                {finished, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                log.warning("pipeline_deadline", unsettled_batches=self._batches.qsize())
+            elif finished not in done:
+                log.info("pipeline_stopping", grace=self.grace)
+                for task in readers:
+                    task.cancel()
+                await asyncio.wait(readers)
+                grace = self.grace
+                if deadline is not None:
+                    grace = min(grace, deadline - asyncio.get_running_loop().time())
+                try:
+                    async with asyncio.timeout(max(0.0, grace)):
+                        await self._send_end()
+                        await asyncio.wait(work)
+                except TimeoutError:
+                    log.warning("pipeline_grace_expired", grace=self.grace)
+        finally:
+            finished.cancel()
+            stopped.cancel()
+            for task in (*readers, *work, *sides):
+                task.cancel()
+
+    # --- tasks ------------------------------------------------------------------------
+
+    async def _send_end(self) -> None:
+        if not self._end_sent:
+            self._end_sent = True
+            await self._records.put(_END)
+
+    async def _read(self) -> None:
+        while (messages := await self.source.next_batch()) is not None:
+            if messages:
+                items = [(m, to_record(m, self._observe)) for m in messages]
+                await self._records.put(items)
+        self._readers_left -= 1
+        if self._readers_left == 0:
+            await self._send_end()
+
+    async def _batch(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending: Items = []
+        weight = 0
+        flush_at = 0.0
+        ended = False
+        while not ended:
+            try:
+                async with asyncio.timeout_at(flush_at if pending else None):
+                    items = await self._records.get()
+            except TimeoutError:
+                items = []
+            if items is _END:
+                ended = True
+            elif items:
+                if not pending:
+                    flush_at = loop.time() + self.batch_max_age
+                pending += items
+                for _, record in items:
+                    weight += max(1, len(record.events) + len(record.problems))
+            if pending and (ended or weight >= self.batch_size or loop.time() >= flush_at):
+                await self._batches.put(pending)
+                pending, weight = [], 0
+        for _ in range(self.writers):
+            await self._batches.put(_END)
+
+    async def _write(self) -> None:
+        while (items := await self._batches.get()) is not _END:
+            batch_id = next(self._batch_ids)
+            bound = log.bind(batch_id=batch_id)
+            records = [record for _, record in items]
+            result = await self._commit(records, bound)
+            try:
+                await self.source.settle([m for m, _ in items], result.failed)
+            except Exception as exc:
+                # Not acknowledged means redelivered; the sink is idempotent.
+                bound.warning("settle_failed", error=repr(exc), messages=len(items))
+
+    async def _commit(self, records: list[Record], bound: Any) -> WriteResult:
+        first = time.monotonic()
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = await self.sink.write(records)
+            except Exception as exc:
+                failure = classify(exc)
+                elapsed = started - first
+                if failure == "transient" and not self.retry.exhausted(attempt, elapsed):
+                    delay = self.retry.delay(attempt, random.random())
+                    bound.warning(
+                        "sink_retry", attempt=attempt + 1, delay=round(delay, 3), error=repr(exc)
+                    )
+                    self._observe.retried(failure)
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                    continue
+                bound.error("batch_failed", failure=failure, records=len(records), error=repr(exc))
+                self._observe.gave_up(failure, len(records))
+                return WriteResult(failed={r.id: f"{failure}: {exc!r}" for r in records})
+            seconds = time.monotonic() - started
+            self._observe.committed(records, result, seconds)
+            bound.debug(
+                "batch_committed",
+                records=len(records),
+                applied=result.applied,
+                quarantined=result.quarantined,
+                failed=len(result.failed),
+                seconds=round(seconds, 4),
+            )
+            if result.failed:
+                bound.warning("records_failed", failed=sorted(result.failed)[:20])
+            return result

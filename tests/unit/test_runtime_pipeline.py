@@ -1,0 +1,212 @@
+"""The pipeline against the sink contract, with a fake sink and the in-process source."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Coroutine, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from wahook.errors import TransientError
+from wahook.runtime.failures import RetryPolicy, classify
+from wahook.runtime.inprocess import InProcessSource
+from wahook.runtime.pipeline import Pipeline, to_record
+from wahook.runtime.source import BaseSource, Message
+from wahook.sinks.base import Record, WriteResult
+
+
+def body(i: int, statuses: int = 1) -> bytes:
+    items = [
+        {
+            "id": f"wamid.out{i}.{k}",
+            "status": "delivered",
+            "timestamp": "1700000000",
+            "recipient_id": "15550001111",
+        }
+        for k in range(statuses)
+    ]
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "111"},
+        "statuses": items,
+    }
+    doc = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "222", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(doc).encode()
+
+
+class FakeSink:
+    """Records every write; can fail transiently, fail ids, or block."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+        self.committed: list[str] = []
+        self.transient_failures = 0
+        self.fail_ids: set[str] = set()
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def write(self, batch: Sequence[Record]) -> WriteResult:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.transient_failures:
+            self.transient_failures -= 1
+            raise TransientError("connection refused")
+        ids = [r.id for r in batch]
+        self.writes.append(ids)
+        failed = {i: "poison" for i in ids if i in self.fail_ids}
+        self.committed += [i for i in ids if i not in failed]
+        return WriteResult(failed=failed, applied=sum(len(r.events) for r in batch))
+
+
+class ListSource(BaseSource):
+    """A finite source that records settlements and what was left unsettled at exit."""
+
+    def __init__(self, bodies: Sequence[bytes], per_batch: int = 10) -> None:
+        self.messages = [Message(id=f"m{i}", body=b) for i, b in enumerate(bodies)]
+        self.per_batch = per_batch
+        self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self.handed: set[str] = set()
+        self.released: set[str] = set()
+        self.extra: dict[str, Coroutine[Any, Any, None]] = {}
+        self._pos = 0
+
+    async def next_batch(self) -> Sequence[Message] | None:
+        if self._pos >= len(self.messages):
+            return None
+        batch = self.messages[self._pos : self._pos + self.per_batch]
+        self._pos += self.per_batch
+        self.handed.update(m.id for m in batch)
+        return batch
+
+    async def settle(self, batch: Sequence[Message], failed: Collection[str]) -> None:
+        for m in batch:
+            (self.nacked if m.id in failed else self.acked).append(m.id)
+            self.handed.discard(m.id)
+
+    def side_tasks(self) -> Mapping[str, Coroutine[Any, Any, None]]:
+        return self.extra
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.released = set(self.handed)
+
+
+async def test_every_message_committed_then_acked_once() -> None:
+    source, sink = ListSource([body(i, statuses=3) for i in range(95)]), FakeSink()
+    stats = await Pipeline(source, sink, batch_size=30, batch_max_age=5).run()
+    assert sorted(source.acked) == sorted(m.id for m in source.messages)
+    assert len(set(source.acked)) == 95
+    assert sorted(sink.committed) == sorted(source.acked)
+    assert stats.events == 95 * 3
+    assert max(len(w) for w in sink.writes) <= 10  # 10 bodies x 3 events = 30
+    assert not source.released
+
+
+async def test_undecodable_body_becomes_one_problem_at_root() -> None:
+    record = to_record(Message(id="x", body=b"{not json"))
+    assert record.events == ()
+    assert [p.path for p in record.problems] == ["$"]
+    assert record.problems[0].raw == b"{not json"
+    assert record.raw == b"{not json"
+
+
+async def test_transient_failures_are_retried_before_any_ack() -> None:
+    source, sink = ListSource([body(i) for i in range(5)]), FakeSink()
+    sink.transient_failures = 3
+    pipeline = Pipeline(source, sink, retry=RetryPolicy(first=0.001, cap=0.002))
+    stats = await pipeline.run()
+    assert stats.retries == 3
+    assert sorted(source.acked) == [f"m{i}" for i in range(5)]
+
+
+async def test_transient_failures_give_up_without_ack() -> None:
+    source, sink = ListSource([body(i) for i in range(5)]), FakeSink()
+    sink.transient_failures = 10**6
+    retry = RetryPolicy(first=0.001, cap=0.002, give_up_after=0.05)
+    stats = await Pipeline(source, sink, retry=retry).run()
+    assert source.acked == []
+    assert sorted(source.nacked) == [f"m{i}" for i in range(5)]
+    assert stats.failures["transient"] == 5
+
+
+async def test_records_the_sink_failed_are_not_acked() -> None:
+    source, sink = ListSource([body(i) for i in range(4)]), FakeSink()
+    sink.fail_ids = {"m2"}
+    await Pipeline(source, sink).run()
+    assert source.nacked == ["m2"]
+    assert sorted(source.acked) == ["m0", "m1", "m3"]
+
+
+async def test_stop_finishes_in_flight_within_grace() -> None:
+    source = InProcessSource()
+    sink = FakeSink()
+    sink.gate = asyncio.Event()
+    futures = [await source.put(body(i)) for i in range(3)]
+    stop = asyncio.Event()
+    run = asyncio.create_task(Pipeline(source, sink, batch_max_age=0.01, grace=30).run(stop))
+    await sink.entered.wait()
+    stop.set()
+    await asyncio.sleep(0.01)
+    sink.gate.set()
+    await run
+    assert [await f for f in futures] == [True, True, True]
+
+
+async def test_stop_releases_what_cannot_finish_in_grace() -> None:
+    source, sink = ListSource([body(i) for i in range(3)]), FakeSink()
+    sink.gate = asyncio.Event()  # never opens
+    stop = asyncio.Event()
+    run = asyncio.create_task(Pipeline(source, sink, batch_max_age=0.01, grace=0.05).run(stop))
+    await sink.entered.wait()
+    stop.set()
+    await run
+    assert source.acked == []
+    assert source.released == {"m0", "m1", "m2"}
+
+
+async def test_deadline_releases_everything_unsettled() -> None:
+    source, sink = ListSource([body(i) for i in range(3)]), FakeSink()
+    sink.gate = asyncio.Event()
+    deadline = asyncio.get_running_loop().time() + 0.05
+    await Pipeline(source, sink, batch_max_age=0.01).run(deadline=deadline)
+    assert source.released == {"m0", "m1", "m2"}
+
+
+async def test_a_dying_side_task_stops_the_pipeline() -> None:
+    async def heartbeat() -> None:
+        raise RuntimeError("heartbeat broke")
+
+    source, sink = InProcessSource(), FakeSink()
+    source_with_side = ListSource([])
+    source_with_side.extra = {"heartbeat": heartbeat()}
+    with pytest.raises(RuntimeError, match="heartbeat broke"):
+        await Pipeline(source_with_side, sink).run()
+    del source
+
+
+async def test_inprocess_source_drains_then_ends_on_close() -> None:
+    source, sink = InProcessSource(maxsize=5), FakeSink()
+    run = asyncio.create_task(Pipeline(source, sink, batch_max_age=0.01).run())
+    futures = [await source.put(body(i)) for i in range(20)]
+    source.close()
+    stats = await run
+    assert all([await f for f in futures])
+    assert stats.messages == 20
+
+
+def test_failure_classes() -> None:
+    assert classify(TransientError("x")) == "transient"
+    assert classify(ConnectionRefusedError()) == "transient"
+    assert classify(TimeoutError()) == "transient"
+    assert classify(ValueError("bug")) == "permanent"
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    assert classify(Deadlock()) == "transient"
