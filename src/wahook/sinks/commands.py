@@ -1,0 +1,158 @@
+"""`wahook migrate` and `wahook stats`: the store's commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from wahook.errors import ConfigError, WahookError
+
+MIGRATE_EPILOG = """\
+examples:
+  wahook migrate                                   # DSN from WAHOOK_DSN or DB_HOST/DB_*
+  wahook migrate --dsn postgresql://postgres@127.0.0.1:5432/whatsapp_db
+  wahook migrate --embedded                        # the local server under .wahook/
+  wahook migrate --check                           # list pending migrations, apply none
+
+Safe to run from many processes at once: an advisory lock serialises them and
+migrations already applied are skipped.
+"""
+
+STATS_EPILOG = """\
+examples:
+  wahook stats                                     # counts and the funnel per campaign
+  wahook stats --organization 1 --json
+  wahook stats --dsn postgresql://postgres@127.0.0.1:5432/whatsapp_db
+"""
+
+
+def _add_dsn(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        help="PostgreSQL DSN (overrides WAHOOK_DSN and DB_HOST/DB_PORT/DB_NAME/DB_USER/...)",
+    )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="use the embedded PostgreSQL under the data dir (WAHOOK_DATA_DIR, default .wahook)",
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or update the database schema",
+        description="Apply the schema migrations that are missing, under an advisory lock.",
+        epilog=MIGRATE_EPILOG,
+        formatter_class=fmt,
+    )
+    _add_dsn(migrate)
+    migrate.add_argument("--check", action="store_true", help="only list pending migrations")
+    migrate.set_defaults(func=run_migrate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="what is stored: counts, delivery funnel per campaign",
+        description="Row counts of every table and the delivery funnel of every campaign.",
+        epilog=STATS_EPILOG,
+        formatter_class=fmt,
+    )
+    _add_dsn(stats)
+    stats.add_argument("--organization", type=int, help="only this organization's campaigns")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    stats.set_defaults(func=run_stats)
+
+
+def resolve_dsn(args: argparse.Namespace) -> str:
+    """--dsn, else the environment's DSN, else (--embedded) the local embedded server."""
+    if args.dsn:
+        return str(args.dsn)
+    from wahook.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.dsn and not args.embedded:
+        return settings.dsn
+    if args.embedded:
+        from wahook.sinks.embedded import EmbeddedPostgres
+
+        return EmbeddedPostgres(settings.data_dir).start()
+    raise ConfigError("no database: pass --dsn, set WAHOOK_DSN (or DB_HOST ...), or --embedded")
+
+
+def _fail(exc: Exception) -> int:
+    print(f"wahook: {exc}", file=sys.stderr)
+    return 1
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    import asyncpg
+
+    return (WahookError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    try:
+        dsn = resolve_dsn(args)
+        done = asyncio.run(_migrate(dsn, check=args.check))
+    except _database_errors() as exc:
+        return _fail(exc)
+    verb = "pending" if args.check else "applied"
+    for version, name in done:
+        print(f"{verb} {version:04d}_{name}")
+    if not done:
+        print("schema is up to date")
+    return 0
+
+
+async def _migrate(dsn: str, *, check: bool) -> list[tuple[int, str]]:
+    import asyncpg
+
+    from wahook.sinks.migrate import migrate, pending
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await (pending(conn) if check else migrate(conn))
+    finally:
+        await conn.close()
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    try:
+        dsn = resolve_dsn(args)
+        result = asyncio.run(_stats(dsn, args.organization))
+    except _database_errors() as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(_table(["table", "rows"], list(result["counts"].items())))
+    print()
+    columns = ["campaign_id", "name", "status", "audience", "sent", "delivered", "read"]
+    columns += ["failed", "replied"]
+    rows = [[c[k] for k in columns] for c in result["campaigns"]]
+    print(_table(columns, rows) if rows else "no campaigns")
+    return 0
+
+
+async def _stats(dsn: str, organization: int | None) -> dict[str, Any]:
+    import asyncpg
+
+    from wahook.sinks.queries import stats
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await stats(conn, organization)
+    finally:
+        await conn.close()
+
+
+def _table(header: list[str], rows: list[Any]) -> str:
+    cells = [[str(v) for v in header]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+SELECT version, checksum FROM wahook_migrations ORDER BY version

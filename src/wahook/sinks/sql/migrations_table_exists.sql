@@ -1,0 +1,1 @@
+SELECT to_regclass('wahook_migrations') IS NOT NULL
