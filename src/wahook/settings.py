@@ -79,6 +79,10 @@ class Settings:
     max_body_bytes: int = 3 * 1024 * 1024 + 64 * 1024
     data_dir: str = ".wahook"
     grace_seconds: float = 20.0
+    sqs_receivers: int = 4
+    writers: int = 2
+    progress_seconds: float = 10.0
+    sqs_max_message_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +111,10 @@ class Settings:
             max_body_bytes=_int(e, "WAHOOK_MAX_BODY_BYTES", 3 * 1024 * 1024 + 64 * 1024),
             data_dir=e.get("WAHOOK_DATA_DIR", ".wahook"),
             grace_seconds=_float(e, "WAHOOK_GRACE_SECONDS", 20.0),
+            sqs_receivers=_int(e, "WAHOOK_SQS_RECEIVERS", 4),
+            writers=_int(e, "WAHOOK_WRITERS", 2),
+            progress_seconds=_float(e, "WAHOOK_PROGRESS_SECONDS", 10.0),
+            sqs_max_message_bytes=_int(e, "WAHOOK_SQS_MAX_MESSAGE_BYTES", 256 * 1024),
         )
 
     def replace(self, **changes: Any) -> Settings:

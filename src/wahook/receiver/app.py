@@ -1,0 +1,195 @@
+"""The aiohttp app of ``wahook serve``: the receiver core behind a real HTTP server.
+
+Routes: ``/webhook`` (GET handshake, POST notifications), ``/healthz`` (the process is up),
+``/readyz`` (it can take webhooks: the delivery is ready and no stop has begun). Anything
+else is 404; other methods on ``/webhook`` are 405.
+
+A POST body is read only up to the size limit: a ``Content-Length`` over it is refused
+before reading, and a chunked body is refused as soon as it crosses it. Accepted bodies go
+to a ``Delivery`` — SQS (``SqsDelivery``) or the in-process pipeline
+(``InProcessDelivery``) — and Meta gets its 200 only once the delivery succeeded.
+
+The access log leaves out query strings: the handshake carries the verify token there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from wahook.errors import WahookError
+from wahook.receiver.core import Accepted, Receiver, Request, Response
+from wahook.receiver.forward import AsyncForwarder, ForwardError
+
+log = logging.getLogger("wahook.receiver")
+access_log = logging.getLogger("wahook.receiver.access")
+
+_READ_CHUNK = 64 * 1024
+
+
+class DeliveryError(WahookError):
+    """An accepted body could not be handed on; Meta is told to retry (503)."""
+
+
+class Delivery(Protocol):
+    """Where accepted bodies go. ``__call__`` returns a short description for the log once
+    the body is safe, and raises ``DeliveryError`` when it is not."""
+
+    def ready(self) -> bool: ...
+
+    async def __call__(self, accepted: Accepted) -> str: ...
+
+
+class SqsDelivery:
+    """Forward to SQS; safe once SQS accepted every part."""
+
+    def __init__(self, forwarder: AsyncForwarder) -> None:
+        self.forwarder = forwarder
+
+    def ready(self) -> bool:
+        return True
+
+    async def __call__(self, accepted: Accepted) -> str:
+        try:
+            parts = await self.forwarder.send(accepted)
+        except ForwardError as exc:
+            raise DeliveryError(str(exc)) from exc
+        return f"sqs parts={parts}"
+
+
+class BodyQueue(Protocol):
+    """What ``InProcessDelivery`` needs of ``wahook.runtime.inprocess.InProcessSource``."""
+
+    async def put(
+        self, body: bytes, *, id: str | None = None, received_at: float | None = None
+    ) -> asyncio.Future[bool]: ...
+
+
+class InProcessDelivery:
+    """Hand the body to the pipeline in this process; safe once its batch committed
+    (stored or quarantined). So a crash never loses a body Meta was told is stored."""
+
+    def __init__(
+        self, queue: BodyQueue, *, timeout: float = 30.0, ready: Callable[[], bool] = lambda: True
+    ) -> None:
+        self.queue = queue
+        self.timeout = timeout
+        self._ready = ready
+
+    def ready(self) -> bool:
+        return self._ready()
+
+    async def __call__(self, accepted: Accepted) -> str:
+        try:
+            async with asyncio.timeout(self.timeout):
+                done = await self.queue.put(accepted.body, received_at=accepted.received_at)
+                committed = await done
+        except TimeoutError:
+            raise DeliveryError(f"not committed within {self.timeout:g}s") from None
+        except RuntimeError as exc:  # the source is closed: we are shutting down
+            raise DeliveryError(str(exc)) from None
+        if not committed:
+            raise DeliveryError("the pipeline did not commit the body")
+        return "pipeline"
+
+
+class _AccessLogger(AbstractAccessLogger):
+    """Method, path (never the query), status, size and time as one event."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "http_request method=%s path=%s status=%d bytes=%d ms=%.2f",
+            request.method, request.path, response.status, response.body_length, time * 1000,
+        )  # fmt: skip
+
+
+def _to_web(response: Response, *, close: bool = False) -> web.Response:
+    out = web.Response(status=response.status, body=response.body, headers=response.headers)
+    if close:
+        out.force_close()
+    return out
+
+
+class ReceiverApp:
+    """The aiohttp side of the receiver: one catch-all handler around ``Receiver``.
+
+    ``refresh`` (optional) reloads organization credentials: when a handshake or a
+    signature is refused, it is called once (it rate-limits itself) and the request is
+    judged again, so an organization added a moment ago is not refused.
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        delivery: Delivery,
+        *,
+        refresh: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.receiver = receiver
+        self.delivery = delivery
+        self.refresh = refresh
+        self.stopping = False
+        self.in_flight = 0
+        receiver.ready = self.ready
+
+    def ready(self) -> bool:
+        return not self.stopping and self.delivery.ready()
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.receiver.max_body_bytes + 1)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    @staticmethod
+    def access_logger() -> dict[str, Any]:
+        """Keyword arguments for ``web.AppRunner``: the query-free access log."""
+        return {"access_log_class": _AccessLogger, "access_log": access_log}
+
+    async def _read_body(self, request: web.Request) -> bytes | Response:
+        length = request.content_length
+        if length is not None and (refused := self.receiver.too_large(length)):
+            return refused
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if refused := self.receiver.too_large(size):
+                return refused
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        received_at = time.time()
+        body = b""
+        if request.method == "POST" and self.receiver.is_webhook(request.path):
+            read = await self._read_body(request)
+            if isinstance(read, Response):
+                return _to_web(read, close=True)
+            body = read
+        req = Request(request.method, request.path, request.query, request.headers, body,
+                      received_at)  # fmt: skip
+        decision = self.receiver.handle(req)
+        if (
+            isinstance(decision, Response)
+            and decision.status == 403
+            and self.refresh is not None
+            and await self.refresh()
+        ):
+            decision = self.receiver.handle(req)
+        if isinstance(decision, Response):
+            return _to_web(decision)
+        self.in_flight += 1
+        try:
+            where = await self.delivery(decision)
+        except DeliveryError as exc:
+            return _to_web(self.receiver.not_delivered(decision, str(exc)))
+        finally:
+            self.in_flight -= 1
+        return _to_web(self.receiver.delivered(decision, where))

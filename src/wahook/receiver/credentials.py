@@ -1,0 +1,86 @@
+"""Per-organization verify tokens and app secrets, from the ``organizations`` table.
+
+``OrgCredentials`` keeps a snapshot in memory so the receiver core can ask synchronously;
+``refresh()`` reloads it (at most once a second), which the aiohttp app does when a
+handshake or a signature is refused and ``wahook serve`` does every ``interval`` seconds,
+so added, changed and deactivated organizations take effect without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+
+from wahook.sinks.queries import OrganizationSecrets
+
+log = logging.getLogger("wahook.receiver")
+
+Loader = Callable[[], Awaitable[Sequence[OrganizationSecrets]]]
+
+
+class OrgCredentials:
+    """The ``Credentials`` of ``wahook.receiver.core`` backed by a loader (normally
+    ``wahook.sinks.queries.organization_secrets`` on a pool)."""
+
+    def __init__(self, load: Loader, *, min_interval: float = 1.0) -> None:
+        self._load = load
+        self.min_interval = min_interval
+        self._tokens: tuple[str, ...] = ()
+        self._by_phone: dict[str, tuple[str, ...]] = {}
+        self._by_waba: dict[str, tuple[str, ...]] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.organizations = 0
+
+    def verify_tokens(self) -> Collection[str]:
+        return self._tokens
+
+    def app_secrets(
+        self, phone_number_ids: Iterable[str], waba_ids: Iterable[str]
+    ) -> Collection[str]:
+        out: list[str] = []
+        for pid in phone_number_ids:
+            out.extend(self._by_phone.get(pid, ()))
+        for wid in waba_ids:
+            out.extend(self._by_waba.get(wid, ()))
+        return tuple(dict.fromkeys(out))
+
+    async def refresh(self, *, force: bool = False) -> bool:
+        """Reload unless the last load was under ``min_interval`` ago. True when reloaded
+        (the caller may judge its request again); False when skipped or failed."""
+        async with self._lock:
+            if not force and time.monotonic() - self._loaded_at < self.min_interval:
+                return False
+            self._loaded_at = time.monotonic()
+            try:
+                orgs = await self._load()
+            except Exception as exc:  # a database hiccup must not take the receiver down
+                log.warning("organization_credentials_unavailable error=%s", type(exc).__name__)
+                return False
+            self._install(orgs)
+            return True
+
+    def _install(self, orgs: Sequence[OrganizationSecrets]) -> None:
+        tokens: list[str] = []
+        by_phone: dict[str, list[str]] = {}
+        by_waba: dict[str, list[str]] = {}
+        for org in orgs:
+            if org.verify_token:
+                tokens.append(org.verify_token)
+            if org.app_secret:
+                if org.phone_number_id:
+                    by_phone.setdefault(org.phone_number_id, []).append(org.app_secret)
+                if org.waba_id:
+                    by_waba.setdefault(org.waba_id, []).append(org.app_secret)
+        self._tokens = tuple(dict.fromkeys(tokens))
+        self._by_phone = {k: tuple(v) for k, v in by_phone.items()}
+        self._by_waba = {k: tuple(v) for k, v in by_waba.items()}
+        self.organizations = len(orgs)
+
+    async def keep_fresh(self, interval: float = 30.0) -> None:
+        """Reload every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.refresh(force=True)

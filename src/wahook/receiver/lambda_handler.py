@@ -1,0 +1,137 @@
+"""The receiver as an AWS Lambda function behind API Gateway or a Function URL.
+
+Handler: ``wahook.receiver.lambda_handler.handler``. One handler serves API Gateway REST
+APIs (payload format 1.0), HTTP APIs (2.0) and Lambda Function URLs (2.0 as well); bodies
+may be base64-encoded and header names come in any case. Verified bodies go to the SQS
+queue named by ``WAHOOK_QUEUE_URL`` (or ``SQS_QUEUE_URL``), with the verify token and app
+secret(s) from ``WEBHOOK_VERIFY_TOKEN`` and ``WEBHOOK_SECRET``.
+
+The SQS client is created once per container, on the first request, and reused. This
+module imports botocore and wahook's pure parts only — no asyncio stack, no asyncpg — so
+cold starts stay as short as a plain boto3 function's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import botocore.config
+import botocore.session
+
+from wahook.receiver.core import Accepted, Receiver, Request, Response
+from wahook.receiver.forward import ForwardError, Planner, SyncForwarder
+from wahook.settings import Settings
+
+log = logging.getLogger("wahook.receiver")
+
+_CLIENT_CONFIG = botocore.config.Config(
+    connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+)
+
+
+def sqs_client(settings: Settings) -> Any:
+    """A botocore SQS client for ``settings`` (region, endpoint URL)."""
+    session = botocore.session.get_session()
+    return session.create_client(
+        "sqs",
+        region_name=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        config=_CLIENT_CONFIG,
+    )
+
+
+def to_request(event: Mapping[str, Any]) -> Request:
+    """An API Gateway (REST v1, HTTP v2) or Function URL event as a ``Request``."""
+    if event.get("version") == "2.0" or "rawPath" in event:
+        http = event.get("requestContext", {}).get("http", {})
+        method = http.get("method", "")
+        path = event.get("rawPath") or http.get("path") or "/"
+        query = dict(event.get("queryStringParameters") or {})
+        if not query and event.get("rawQueryString"):
+            query = {k: v[0] for k, v in parse_qs(event["rawQueryString"]).items()}
+    else:
+        method = event.get("httpMethod", "")
+        path = event.get("path") or "/"
+        query = dict(event.get("queryStringParameters") or {})
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    raw = event.get("body")
+    if raw is None:
+        body = b""
+    elif event.get("isBase64Encoded"):
+        body = base64.b64decode(raw)
+    else:
+        body = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+    return Request(method, path, query, headers, body)
+
+
+def to_result(response: Response) -> dict[str, Any]:
+    """A ``Response`` as the dict API Gateway and Function URLs expect (both formats)."""
+    return {
+        "statusCode": response.status,
+        "headers": dict(response.headers),
+        "body": response.body.decode("utf-8", "replace"),
+        "isBase64Encoded": False,
+    }
+
+
+class LambdaReceiver:
+    """The receiver core with a synchronous SQS forwarder."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.receiver = Receiver(
+            verify_tokens=(settings.verify_token or "",),
+            app_secrets=settings.app_secrets,
+            max_body_bytes=settings.max_body_bytes,
+            webhook_paths=None,
+        )
+        self._client = client
+        self._forwarder: SyncForwarder | None = None
+
+    def forwarder(self) -> SyncForwarder:
+        if self._forwarder is None:
+            if not self.settings.queue_url:
+                raise ForwardError("no queue configured: set WAHOOK_QUEUE_URL or SQS_QUEUE_URL")
+            client = self._client if self._client is not None else sqs_client(self.settings)
+            planner = Planner(
+                self.settings.queue_url, max_message_bytes=self.settings.sqs_max_message_bytes
+            )
+            self._forwarder = SyncForwarder(client, planner)
+        return self._forwarder
+
+    def __call__(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        try:
+            request = to_request(event)
+        except (binascii.Error, ValueError, AttributeError, TypeError) as exc:
+            log.warning("bad_event error=%s", type(exc).__name__)
+            return to_result(Response(400, b"unreadable request"))
+        decision = self.receiver.handle(request)
+        if isinstance(decision, Response):
+            return to_result(decision)
+        return to_result(self._deliver(decision))
+
+    def _deliver(self, accepted: Accepted) -> Response:
+        try:
+            parts = self.forwarder().send(accepted)
+        except ForwardError as exc:
+            return self.receiver.not_delivered(accepted, str(exc))
+        except Exception as exc:  # never let Meta see a 502 with nothing logged
+            log.exception("forward_crashed")
+            return self.receiver.not_delivered(accepted, type(exc).__name__)
+        return self.receiver.delivered(accepted, f"sqs parts={parts}")
+
+
+_default: LambdaReceiver | None = None
+
+
+def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point: settings read and the SQS client made on the first call."""
+    global _default
+    if _default is None:
+        _default = LambdaReceiver(Settings.from_env())
+    return _default(event, context)

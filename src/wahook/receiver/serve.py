@@ -1,0 +1,288 @@
+"""``wahook serve``: the receiver on a real HTTP server, and what it delivers to.
+
+- A queue URL configured: accepted bodies are forwarded to SQS (``wahook worker`` or the
+  Lambda SQS handler stores them).
+- No queue: bodies go straight to the pipeline in this process, which writes them to
+  PostgreSQL — ``WAHOOK_DSN`` when set, else an embedded PostgreSQL under the data
+  directory (``.wahook/``), started and migrated here. Meta gets its 200 once the body's
+  batch committed.
+
+With a database at hand (always in-process; with a queue when a DSN is set too), active
+organizations' verify tokens and app secrets are accepted beside the configured ones.
+
+Stopping (SIGTERM, SIGINT) is graceful: readiness turns false, the listener closes,
+requests in flight finish (their bodies are committed or queued), the pipeline drains,
+then the pool and the embedded server stop — all within ``grace_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+from wahook.receiver.app import Delivery, InProcessDelivery, ReceiverApp, SqsDelivery
+from wahook.receiver.core import (
+    HEALTH_PATH,
+    NO_CREDENTIALS,
+    READY_PATH,
+    WEBHOOK_PATH,
+    Credentials,
+    Receiver,
+)
+from wahook.receiver.forward import AsyncForwarder, Planner
+from wahook.settings import Settings
+
+
+def local_secret(data_dir: str | os.PathLike[str], name: str) -> str:
+    """A random secret kept in ``<data_dir>/<name>`` (mode 0600), made on first use."""
+    path = Path(data_dir) / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password, for printing."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+class Server:
+    """Everything ``wahook serve`` runs, as one async context manager.
+
+    >>> async with Server(settings) as server:
+    ...     print(server.url)            # http://127.0.0.1:8080/webhook
+    ...     await stop.wait()            # leaving drains and stops everything
+    """
+
+    def __init__(self, settings: Settings, *, out: TextIO | None = None) -> None:
+        self.settings = settings
+        self.out = out if out is not None else sys.stdout
+        self.url = ""
+        self.dsn: str | None = None
+        self.app: ReceiverApp | None = None
+        self.notes: dict[str, str] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._runner: web.AppRunner | None = None
+        self._embedded: Any = None
+
+    # --- start -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    def _configured_secrets(self) -> tuple[str, tuple[str, ...]]:
+        """The verify token and app secrets, made locally (and said so) when not set."""
+        s = self.settings
+        Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+        token = s.verify_token
+        if token:
+            self.notes["verify token"] = f"{token}  (WEBHOOK_VERIFY_TOKEN)"
+        else:
+            token = local_secret(s.data_dir, "verify_token")
+            where = Path(s.data_dir, "verify_token")
+            self.notes["verify token"] = f"{token}  (made for you, kept in {where})"
+        app_secrets = s.app_secrets
+        if app_secrets:
+            self.notes["app secret"] = f"{len(app_secrets)} from WEBHOOK_SECRET"
+        else:
+            app_secrets = (local_secret(s.data_dir, "app_secret"),)
+            self.notes["app secret"] = (
+                "WEBHOOK_SECRET is not set, so Meta's POSTs will be refused (403) until it "
+                "is; `wahook post` signs with the local test secret in "
+                f"{Path(s.data_dir, 'app_secret')}"
+            )
+        return token, app_secrets
+
+    async def _start(self) -> None:
+        s = self.settings
+        token, app_secrets = self._configured_secrets()
+        if s.queue_url:
+            delivery = await self._sqs_delivery()
+            self.dsn = s.dsn
+        else:
+            self.dsn = await self._database()
+            delivery = await self._pipeline_delivery(self.dsn)
+        credentials, refresh = await self._credentials()
+
+        receiver = Receiver(
+            verify_tokens=(token,),
+            app_secrets=app_secrets,
+            credentials=credentials,
+            max_body_bytes=s.max_body_bytes,
+        )
+        self.app = ReceiverApp(receiver, delivery, refresh=refresh)
+        runner = web.AppRunner(
+            self.app.make_app(),
+            shutdown_timeout=s.grace_seconds,
+            **ReceiverApp.access_logger(),
+        )
+        await runner.setup()
+        self._runner = runner
+        self._stack.push_async_callback(self._stop_http)
+        site = web.TCPSite(runner, s.host, s.port)
+        await site.start()
+        host, port = self._bound(runner, s)
+        self.url = f"http://{host}:{port}{WEBHOOK_PATH}"
+        self._banner(host, port)
+
+    @staticmethod
+    def _bound(runner: web.AppRunner, s: Settings) -> tuple[str, int]:
+        for address in runner.addresses:
+            if isinstance(address, tuple):
+                host = address[0]
+                return (f"[{host}]" if ":" in host else host), int(address[1])
+        return s.host, s.port
+
+    async def _sqs_delivery(self) -> Delivery:
+        from aiobotocore.session import get_session
+
+        s = self.settings
+        assert s.queue_url is not None
+        client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "sqs", region_name=s.aws_region, endpoint_url=s.aws_endpoint_url
+            )
+        )
+        planner = Planner(s.queue_url, max_message_bytes=s.sqs_max_message_bytes)
+        self.notes["delivery"] = f"SQS queue {s.queue_url}"
+        return SqsDelivery(AsyncForwarder(client, planner))
+
+    async def _database(self) -> str:
+        from wahook.sinks.migrate import migrate_dsn
+
+        s = self.settings
+        if s.dsn:
+            dsn = s.dsn
+            where = f"PostgreSQL at {redact_dsn(dsn)}"
+        else:
+            from wahook.sinks.embedded import EmbeddedPostgres
+
+            pg = EmbeddedPostgres(s.data_dir)
+            dsn = await asyncio.to_thread(pg.start)
+            self._embedded = pg
+            self._stack.push_async_callback(asyncio.to_thread, pg.stop)
+            where = f"embedded PostgreSQL {dsn}, data in {pg.pgdata}"
+        await migrate_dsn(dsn)
+        self.notes["data"] = where
+        return dsn
+
+    async def _pool(self, dsn: str) -> Any:
+        import asyncpg
+
+        s = self.settings
+        pool = await asyncpg.create_pool(dsn, min_size=s.pool_min, max_size=s.pool_max)
+        self._stack.push_async_callback(pool.close)
+        return pool
+
+    async def _pipeline_delivery(self, dsn: str) -> Delivery:
+        from wahook.runtime.inprocess import InProcessSource
+        from wahook.runtime.pipeline import Pipeline
+        from wahook.sinks.postgres import PostgresSink
+
+        s = self.settings
+        self._pg_pool = await self._pool(dsn)
+        source = InProcessSource()
+        pipeline = Pipeline(
+            source,
+            PostgresSink(self._pg_pool),
+            batch_size=s.batch_size,
+            batch_max_age=s.batch_max_age,
+            grace=s.grace_seconds,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(pipeline.run(stop), name="wahook-serve-pipeline")
+
+        async def drain() -> None:
+            source.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), s.grace_seconds)
+            except TimeoutError:
+                stop.set()
+                await task
+
+        self._stack.push_async_callback(drain)
+        self.notes["delivery"] = "in-process pipeline (200 once the batch is committed)"
+        return InProcessDelivery(source, ready=lambda: not task.done())
+
+    async def _credentials(self) -> tuple[Credentials, Callable[[], Awaitable[bool]] | None]:
+        if not self.dsn:
+            self.notes["organizations"] = "no database configured: settings only"
+            return NO_CREDENTIALS, None
+        from wahook.receiver.credentials import OrgCredentials
+        from wahook.sinks.queries import organization_secrets
+
+        pool = getattr(self, "_pg_pool", None) or await self._pool(self.dsn)
+        creds = OrgCredentials(lambda: organization_secrets(pool))
+        await creds.refresh(force=True)
+        task = asyncio.create_task(creds.keep_fresh(), name="wahook-serve-credentials")
+        self._stack.callback(task.cancel)
+        self.notes["organizations"] = (
+            f"{creds.organizations} active; their verify tokens and app secrets are accepted"
+        )
+        return creds, creds.refresh
+
+    def _banner(self, host: str, port: int) -> None:
+        base = f"http://{host}:{port}"
+        lines = [
+            f"wahook serve: listening on {base}",
+            f"  point Meta at:   https://<your public host>{WEBHOOK_PATH}  (forwarded to "
+            f"{base}{WEBHOOK_PATH}; Meta needs HTTPS, e.g. a tunnel or a reverse proxy)",
+            *(f"  {k + ':':<16} {v}" for k, v in self.notes.items()),
+            f"  health:          {base}{HEALTH_PATH}  readiness: {base}{READY_PATH}",
+            "  stop with Ctrl-C (what was accepted is stored first)",
+        ]
+        print("\n".join(lines), file=self.out, flush=True)
+
+    # --- stop ------------------------------------------------------------------------
+
+    async def _stop_http(self) -> None:
+        if self.app is not None:
+            self.app.stopping = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Server(settings, out=out):
+            await stop.wait()
+            print("wahook serve: stopping, storing what was accepted ...", file=out or sys.stdout)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
