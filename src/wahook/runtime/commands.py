@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TextIO
 
 import structlog
 
 from wahook.errors import WahookError
 from wahook.settings import Settings
-from wahook.sinks.base import Record, WriteResult
+from wahook.sinks.base import Record, Sink, WriteResult
 
 log = structlog.get_logger("wahook.runtime")
 
@@ -183,15 +184,7 @@ async def run_worker(settings: Settings) -> int:
         )
         try:
             async with postgres_sink(settings) as sink:
-                pipeline = Pipeline(
-                    source,
-                    sink,
-                    batch_size=settings.batch_size,
-                    batch_max_age=settings.batch_max_age,
-                    grace=settings.grace_seconds,
-                    writers=settings.writers,
-                    observers=observers,
-                )
+                pipeline = Pipeline.from_settings(source, sink, settings, observers)
                 progress = asyncio.create_task(
                     _progress(pipeline, source, settings.progress_seconds), name="wahook-progress"
                 )
@@ -241,6 +234,11 @@ class DryRunSink:
         )
 
 
+@contextlib.asynccontextmanager
+async def _dry_run_sink() -> AsyncIterator[Sink]:
+    yield DryRunSink()
+
+
 def replay_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, log_level=args.log_level or "warning")
@@ -270,23 +268,13 @@ async def run_replay(
     source = FileSource(paths)
     stop = asyncio.Event()
     with stop_on_signals(stop):
-        if dry_run:
-            pipeline = Pipeline(source, DryRunSink(), batch_size=settings.batch_size)
+        async with _dry_run_sink() if dry_run else postgres_sink(settings) as sink:
+            pipeline = Pipeline.from_settings(source, sink, settings)
             bar = asyncio.create_task(_bar(pipeline, source, progress), name="wahook-progress")
-            stats = await pipeline.run(stop)
-        else:
-            async with postgres_sink(settings) as sink:
-                pipeline = Pipeline(
-                    source,
-                    sink,
-                    batch_size=settings.batch_size,
-                    batch_max_age=settings.batch_max_age,
-                    writers=settings.writers,
-                    grace=settings.grace_seconds,
-                )
-                bar = asyncio.create_task(_bar(pipeline, source, progress), name="wahook-progress")
+            try:
                 stats = await pipeline.run(stop)
-        bar.cancel()
+            finally:
+                bar.cancel()
     if progress:
         print(file=sys.stderr)
     verb = "would store" if dry_run else "stored"

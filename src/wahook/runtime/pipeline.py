@@ -32,6 +32,7 @@ from wahook.parse import DecodeError, Problem, decode
 from wahook.runtime.failures import RetryPolicy, classify
 from wahook.runtime.source import Message, Source
 from wahook.runtime.stats import Fanout, Observer, Stats
+from wahook.settings import Settings
 from wahook.sinks.base import Record, Sink, WriteResult
 
 log = structlog.get_logger("wahook.runtime")
@@ -91,6 +92,21 @@ class Pipeline:
         self.stats = Stats()
         self._observe = Fanout(self.stats, *observers)
         self._batch_ids = itertools.count(1)
+
+    @classmethod
+    def from_settings(
+        cls, source: Source, sink: Sink, settings: Settings, observers: Sequence[Observer] = ()
+    ) -> Pipeline:
+        """A pipeline with the batching, grace and writers of ``settings``."""
+        return cls(
+            source,
+            sink,
+            batch_size=settings.batch_size,
+            batch_max_age=settings.batch_max_age,
+            grace=settings.grace_seconds,
+            writers=settings.writers,
+            observers=observers,
+        )
 
     # --- run --------------------------------------------------------------------------
 
