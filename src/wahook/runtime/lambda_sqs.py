@@ -84,6 +84,10 @@ class LambdaSqsSource(BaseSource):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.fail_unsettled()
+
+    def fail_unsettled(self) -> None:
+        """Everything not settled yet is to be reported (and so redelivered)."""
         self._failed |= self._unsettled
         self._unsettled = set()
 
@@ -163,6 +167,18 @@ class LambdaHandler:
         self.sink: Sink | None = None
         self.invocations = 0
 
+    def close(self) -> None:
+        """Close the sink's pool (when it exposes one) and the loop. Lambda never calls it
+        (the container just freezes); tests and embedding code do."""
+        if self.loop is None or self.loop.is_closed():
+            return
+        pool = getattr(self.sink, "pool", None)
+        if pool is not None and hasattr(pool, "close"):
+            self.loop.run_until_complete(pool.close())
+        self.sink = None
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
     def __call__(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         if self.loop is None or self.loop.is_closed():
             self.loop = asyncio.new_event_loop()
@@ -180,6 +196,7 @@ class LambdaHandler:
         stats = Stats()
         if budget is not None and budget <= 0:
             bound.warning("lambda_no_time", remaining_ms=remaining_ms)
+            source.fail_unsettled()
         elif records:
             try:
                 if self.sink is None:
@@ -199,7 +216,7 @@ class LambdaHandler:
                 stats = await pipeline.run(deadline=deadline)
             except Exception as exc:  # the sink could not even be opened: retry them all
                 bound.error("lambda_batch_failed", error=repr(exc))
-                await source.__aexit__(None, None, None)
+                source.fail_unsettled()
         failures = source.failures()
         seconds = time.monotonic() - started
         bound.info("lambda_batch_done", failures=len(failures), seconds=round(seconds, 4))

@@ -1,0 +1,102 @@
+"""Small runtime parts: log redaction, the replay file source, the SQS message mapping,
+the in-process source's backpressure, and the retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+import structlog
+
+from tests.unit.test_runtime_pipeline import body
+from wahook.runtime.failures import RetryPolicy
+from wahook.runtime.files import FileSource
+from wahook.runtime.inprocess import InProcessSource
+from wahook.runtime.logs import configure_logging, redact_text
+from wahook.runtime.sqs_message import to_message
+
+
+def test_logs_never_carry_secrets() -> None:
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    try:
+        structlog.get_logger("t").info(
+            "worker_starting",
+            dsn="postgresql://wahook:s3cr3t@db:5432/whatsapp_db",
+            app_secret="abc",
+            verify_token="tok",
+            nested={"password": "p", "url": "https://u:pw@host/x"},
+        )
+    finally:
+        structlog.reset_defaults()
+    line = out.getvalue()
+    event = json.loads(line)
+    assert event["event"] == "worker_starting"
+    for secret in ("s3cr3t", '"abc"', '"tok"', '"p"', "pw@"):
+        assert secret not in line
+    assert event["dsn"] == "postgresql://wahook:***@db:5432/whatsapp_db"
+
+
+def test_redact_text_keeps_urls_without_password() -> None:
+    assert redact_text("postgresql://postgres@127.0.0.1/db") == "postgresql://postgres@127.0.0.1/db"
+
+
+async def test_file_source_reads_files_dirs_and_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "one.json").write_bytes(body(1))
+    (tmp_path / "d" / "skip.txt").write_bytes(b"ignored in a directory")
+    (tmp_path / "many.jsonl").write_bytes(body(2) + b"\n\n" + body(3) + b"\r\n")
+    stdin = io.BytesIO(body(4) + b"\n")
+    source = FileSource(
+        [str(tmp_path / "d"), str(tmp_path / "many.jsonl"), "-"], batch_max=2, stdin=stdin
+    )
+    batches = [batch async for batch in source]
+    ids = [m.id for batch in batches for m in batch]
+    assert ids == [
+        str(tmp_path / "d" / "one.json"),
+        f"{tmp_path / 'many.jsonl'}:1",
+        f"{tmp_path / 'many.jsonl'}:3",
+        "stdin:1",
+    ]
+    assert [len(b) for b in batches] == [2, 2]
+    assert batches[1][1].body == body(4)
+
+
+def test_sqs_message_mapping() -> None:
+    m = to_message(
+        "id",
+        body(1).decode(),
+        {"SentTimestamp": "1700000000500", "MessageGroupId": "g"},
+        {"other": {"StringValue": "x", "DataType": "String"}},
+    )
+    assert (m.body, m.received_at, m.group) == (body(1), 1700000000.5, "g")
+    broken = to_message(
+        "id", "%%%", {}, {"content_encoding": {"StringValue": "base64", "DataType": "String"}}
+    )
+    assert broken.body == b"%%%"  # kept, so it is quarantined rather than lost
+
+
+async def test_inprocess_backpressure_and_close() -> None:
+    source = InProcessSource(maxsize=2)
+    source.put_nowait(body(1))
+    source.put_nowait(body(2))
+    with pytest.raises(asyncio.QueueFull):
+        source.put_nowait(body(3))
+    source.close()
+    with pytest.raises(RuntimeError):
+        await source.put(body(4))
+    assert [m.body for m in await source.next_batch() or []] == [body(1), body(2)]
+    assert await source.next_batch() is None
+
+
+def test_retry_policy_is_capped_and_gives_up() -> None:
+    policy = RetryPolicy(first=0.1, cap=2.0, give_up_after=30)
+    assert policy.delay(0, 0.999) < 0.1
+    assert policy.delay(50, 0.999) <= 2.0
+    assert policy.delay(50, 0.0) == 1.0
+    assert not policy.exhausted(3, 29.9)
+    assert policy.exhausted(3, 30)
+    assert not RetryPolicy(give_up_after=None).exhausted(10**6, 10**6)
