@@ -19,7 +19,6 @@ Two senders share the planning: ``SyncForwarder`` (botocore client, the Lambda h
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -217,6 +216,8 @@ class AsyncForwarder:
         self.planner = planner
 
     async def send(self, accepted: Accepted) -> int:
+        import asyncio  # here, not at the top: the Lambda handler imports this module
+
         entries = self.planner.entries(accepted)
         batches = list(self.planner.batches(entries))
         if len(batches) == 1:
