@@ -34,12 +34,22 @@ class Record:
 class WriteResult:
     """What a ``write`` did. ``failed`` maps record id -> reason for every record that was
     **not** committed (the source must not acknowledge it); every other record's events
-    and problems are durably stored (applied or quarantined)."""
+    and problems are durably stored (applied or quarantined).
+
+    ``applied`` counts events routed to an organization and written (``duplicates`` of
+    them were already stored); ``quarantined`` counts problems, events of unknown tenants
+    and poisoned records."""
 
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     applied: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    # Records that failed for a reason retrying cannot fix, stored whole in the quarantine
+    # (so committed, not in ``failed``): record id -> reason.
+    poisoned: dict[str, str] = dataclasses.field(default_factory=dict)
+    # True when some of ``failed`` failed for a transient reason (database down, timeouts):
+    # worth redelivering later.
+    transient: bool = False
 
 
 class Sink(Protocol):

@@ -85,14 +85,14 @@ CREATE TABLE messages (
     whatsapp_message_id text NOT NULL,
     direction           text NOT NULL CHECK (direction IN ('outbound', 'inbound')),
     campaign_id         bigint REFERENCES campaigns (id),
-    phone_number        text,          -- the customer: recipient (outbound) or sender (inbound)
-    user_id             text,          -- the customer's business-scoped user id, when sent
+    phone_number        text COLLATE "C", -- the customer: recipient (outbound) or sender (inbound)
+    user_id             text COLLATE "C", -- the customer's business-scoped user id, if sent
     message_type        text,
     content             text,
     template_name       text,
     message_status      text,
     status_rank         smallint NOT NULL DEFAULT 0,
-    status_key          text,          -- sort key of the status that set message_status
+    status_key          bytea,         -- sort key of the status that set message_status
     sent_at             timestamptz,
     delivered_at        timestamptz,
     read_at             timestamptz,
@@ -103,11 +103,13 @@ CREATE TABLE messages (
     error_message       text,
     errors              jsonb,
     pricing             jsonb,
+    pricing_key         bytea,         -- status key of the status that set pricing
     conversation_id     text,
     conversation        jsonb,
-    billing_key         text,          -- sort key of the status that set pricing/conversation
-    biz_opaque_callback_data text,
+    conversation_key    bytea,         -- status key of the status that set conversation
+    biz_opaque_callback_data text COLLATE "C",
     message_at          timestamptz,   -- inbound: when the customer sent it
+    content_key         bytea,         -- inbound: which item's content the row holds
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (organization_id, whatsapp_message_id)
@@ -166,8 +168,7 @@ CREATE TABLE incoming_messages (
     phone_number_id     text,
     payload             jsonb NOT NULL,
     payload_raw         bytea,         -- the exact item bytes when jsonb cannot hold them
-    event_key           bytea NOT NULL, -- which event's content this row holds (the least)
-    received_at         timestamptz,
+    content_key         bytea NOT NULL, -- which item's content the row holds (the least)
     created_at          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (organization_id, whatsapp_message_id)
 );
@@ -187,8 +188,9 @@ CREATE TABLE webhook_events (
     event_at            timestamptz,
     payload             jsonb NOT NULL,
     payload_raw         bytea,          -- the exact item bytes when jsonb cannot hold them
+    content_key         bytea NOT NULL, -- which item's payload the row holds (the least)
     dedup_key           bytea NOT NULL UNIQUE,
-    source_message_id   text,
+    source_message_id   text COLLATE "C",
     received_at         timestamptz,
     processed_at        timestamptz NOT NULL DEFAULT now()
 );
@@ -206,11 +208,11 @@ CREATE TABLE quarantine (
     field               text,
     waba_id             text,
     phone_number_id     text,
-    path                text,
+    path                text COLLATE "C",
     context             jsonb,
     raw                 bytea NOT NULL,
     dedup_key           bytea NOT NULL UNIQUE,
-    source_message_id   text,
+    source_message_id   text COLLATE "C",
     received_at         timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),
     resolved_at         timestamptz

@@ -1,0 +1,625 @@
+"""The PostgreSQL sink: one transaction per batch, idempotent and order-independent.
+
+>>> sink = PostgresSink(pool)              # an asyncpg pool it does not own
+>>> result = await sink.write(records)     # WriteResult: failed ids, counts
+>>> await record_outbound(pool, Outbound(organization_id=1, wamid="wamid.X", recipient="31..."))
+>>> await sink.replay_quarantine()         # items of tenants configured since
+
+How a batch is written (SQL in ``sinks/sql/*.sql``, parameters only):
+
+1. Route every event to its organization (``TenantRouter``: phone_number_id, then WABA id;
+   the cache reloads when the ``organizations`` version counter moves).
+2. Merge in Python what shares a key (ON CONFLICT cannot touch a row twice per statement):
+   audit rows by dedup key, statuses by (organization, wamid), incoming messages likewise.
+3. One statement per table, rows sorted by key, in a fixed table order, so concurrent
+   writers take row locks in the same order and never deadlock.
+4. Transient errors (connection loss, serialization failure, deadlock ...) are retried with
+   backoff. A batch failing for a reason retrying cannot fix is bisected until only the
+   poisonous records remain; those are quarantined whole (raw bytes and reason) when the
+   source gave their bytes, else reported failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from wahook.errors import PermanentError, TransientError
+from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
+from wahook.parse.models import ITEM_TYPES, VALUE_TYPES, Base, Contact, Message, Status
+from wahook.sinks import rows, sql
+from wahook.sinks.base import Event, Record, WriteResult
+
+if TYPE_CHECKING:
+    import asyncpg
+
+T = TypeVar("T")
+
+# SQLSTATE classes and codes worth a retry.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+_TRANSIENT_CODES = ("55P03", "55006")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry may cure: the connection, the server, lock contention."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_CODES
+    if isinstance(exc, asyncpg.DataError):  # a parameter the driver cannot encode
+        return False
+    return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError | ConnectionError)
+
+
+# --- tenant routing -----------------------------------------------------------------------
+
+
+class TenantRouter:
+    """phone_number_id (then WABA id) -> organization id, cached.
+
+    ``refresh`` costs one tiny query: it compares the ``organizations`` version counter
+    (bumped by a trigger on every change) and reloads only when it moved, so new and
+    changed organizations are seen by the very next batch.
+    """
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.by_phone: dict[str, int] = {}
+        self.by_waba: dict[str, int] = {}
+
+    async def refresh(self, conn: asyncpg.Connection) -> None:
+        version = await conn.fetchval(sql.load("tenant_version"))
+        if version == self.version:
+            return
+        by_phone: dict[str, int] = {}
+        by_waba: dict[str, int] = {}
+        for r in await conn.fetch(sql.load("tenant_load")):
+            if r["whatsapp_phone_number_id"]:
+                by_phone[r["whatsapp_phone_number_id"]] = r["id"]
+            if r["whatsapp_business_account_id"]:
+                # Several organizations on one WABA: the oldest answers for the WABA.
+                by_waba.setdefault(r["whatsapp_business_account_id"], r["id"])
+        self.by_phone, self.by_waba, self.version = by_phone, by_waba, version
+
+    def route(self, phone_number_id: str | None, waba_id: str | None) -> int | None:
+        if phone_number_id:
+            org = self.by_phone.get(phone_number_id)
+            if org is not None:
+                return org
+        if waba_id:
+            return self.by_waba.get(waba_id)
+        return None
+
+
+# --- what one write carries -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class Item:
+    """Events and problems with their provenance (source message id, receipt time)."""
+
+    source_id: str | None
+    received_at: float | None
+    events: Sequence[Event]
+    problems: Sequence[Problem] = ()
+
+
+@dataclasses.dataclass(slots=True)
+class _StatusRow:
+    org: int
+    wamid: str
+    phone: str | None = None
+    user_id: str | None = None
+    status: str = ""
+    rank: int = 0
+    skey: bytes = b""
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    times: dict[str, int] = dataclasses.field(default_factory=dict)
+    pricing: str | None = None
+    pkey: bytes | None = None
+    conv_id: str | None = None
+    conv: str | None = None
+    ckey: bytes | None = None
+    opaque: str | None = None
+
+
+def _least(a: T | None, b: T | None) -> T | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a <= b else b  # type: ignore[operator]
+
+
+def _context(ev: Event) -> str:
+    """What replay needs besides the item bytes to rebuild a quarantined event."""
+    ctx: dict[str, Any] = {"kind": ev.kind, "path": ev.path}
+    if isinstance(ev, ChangeEvent):
+        ctx["key"] = ev.key
+        ctx["entry_time"] = ev.entry_time
+    else:
+        ctx["display_phone_number"] = ev.display_phone_number
+        if ev.contact is not None:
+            ctx["contact"] = msgspec.to_builtins(ev.contact)
+    text, _ = rows.jsonb_text(json.dumps(ctx, ensure_ascii=True).encode())
+    return text
+
+
+class _Prepared:
+    """A batch turned into sorted, merged rows: one list of columns per statement."""
+
+    def __init__(self, items: Iterable[Item], router: TenantRouter) -> None:
+        self.quarantine: dict[bytes, list[Any]] = {}
+        self.events: dict[bytes, list[Any]] = {}
+        self.statuses: dict[tuple[int, str], _StatusRow] = {}
+        self.inbound: dict[tuple[int, str], tuple[bytes, MessageEvent, str, bytes | None]] = {}
+        self.replies: set[tuple[int, str]] = set()
+        self.routed = 0
+        self.unrouted = 0
+        self.problems = 0
+        for item in items:
+            for ev in item.events:
+                self._event(ev, item, router)
+            for p in item.problems:
+                self._problem(p, item)
+
+    # -- merging ------------------------------------------------------------------
+
+    def _quarantine(self, key: bytes, row: list[Any]) -> None:
+        # row: kind, reason, field, waba, pnid, path, context, raw, key, src, recv
+        old = self.quarantine.get(key)
+        if old is None:
+            self.quarantine[key] = row
+            return
+        old[9] = _least(old[9], row[9])
+        old[10] = _least(old[10], row[10])
+        old[5] = _least(old[5], row[5])
+
+    def _problem(self, p: Problem, item: Item) -> None:
+        self.problems += 1
+        key = rows.problem_key(p)
+        self._quarantine(key, ["problem", rows.clean_text(p.reason) or "", rows.clean_text(p.field),
+                               rows.clean_text(p.waba_id), rows.clean_text(p.phone_number_id),
+                               rows.clean_text(p.path), None, p.raw, key, item.source_id,
+                               item.received_at])  # fmt: skip
+
+    def _event(self, ev: Event, item: Item, router: TenantRouter) -> None:
+        org = router.route(ev.phone_number_id, ev.waba_id)
+        dkey = rows.dedup_key(ev)
+        ckey = rows.content_key(ev.raw)
+        payload, raw = rows.jsonb_text(ev.raw)
+        if isinstance(ev, StatusEvent):
+            wamid: str | None = rows.clean_text(ev.status.id)
+            status: str | None = rows.clean_text(ev.status.status)
+            ts = ev.timestamp
+        elif isinstance(ev, MessageEvent):
+            wamid, status, ts = rows.clean_text(ev.message.id), None, ev.timestamp
+        else:
+            wamid, status, ts = None, None, ev.entry_time
+        old = self.events.get(dkey)
+        if old is None:
+            self.events[dkey] = [org, rows.clean_text(ev.field), ev.kind,
+                                 rows.clean_text(ev.type), wamid, status,
+                                 rows.clean_text(ev.waba_id), rows.clean_text(ev.phone_number_id),
+                                 ts, payload, raw, ckey, dkey, item.source_id,
+                                 item.received_at]  # fmt: skip
+        else:
+            if ckey < old[11]:
+                old[3], old[8], old[9], old[10], old[11] = (
+                    rows.clean_text(ev.type),
+                    ts,
+                    payload,
+                    raw,
+                    ckey,
+                )
+            old[13] = _least(old[13], item.source_id)
+            old[14] = _least(old[14], item.received_at)
+        if org is None:
+            self.unrouted += 1
+            reason = (
+                f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
+            )
+            self._quarantine(dkey, ["tenant", reason, rows.clean_text(ev.field),
+                                    rows.clean_text(ev.waba_id),
+                                    rows.clean_text(ev.phone_number_id), rows.clean_text(ev.path),
+                                    _context(ev), ev.raw, dkey, item.source_id,
+                                    item.received_at])  # fmt: skip
+            return
+        self.routed += 1
+        if isinstance(ev, StatusEvent):
+            self._status(org, ev, ckey)
+        elif isinstance(ev, MessageEvent):
+            self._message(org, ev, ckey, payload, raw)
+
+    def _status(self, org: int, ev: StatusEvent, ckey: bytes) -> None:
+        s = ev.status
+        wamid = rows.clean_text(s.id) or ""
+        row = self.statuses.get((org, wamid))
+        if row is None:
+            row = self.statuses[(org, wamid)] = _StatusRow(org, wamid)
+        name = rows.clean_text(s.status) or ""
+        ts = ev.timestamp
+        skey = rows.status_key(name, ts, ckey)
+        row.phone = _least(row.phone, rows.clean_text(s.recipient_id))
+        row.user_id = _least(row.user_id, rows.clean_text(s.recipient_user_id))
+        row.opaque = _least(row.opaque, rows.clean_text(s.biz_opaque_callback_data))
+        if ts is not None and name in rows.STATUS_RANK:
+            row.times[name] = min(row.times.get(name, ts), ts)
+        if skey > row.skey or s.pricing is not None or s.conversation is not None:
+            facts = rows.status_facts(s)
+            if skey > row.skey:
+                row.skey, row.status, row.rank, row.facts = (
+                    skey,
+                    name,
+                    rows.status_rank(name),
+                    facts,
+                )
+            if facts["pricing"] is not None and (row.pkey is None or skey > row.pkey):
+                row.pricing, row.pkey = facts["pricing"], skey
+            if facts["conversation"] is not None and (row.ckey is None or skey > row.ckey):
+                row.conv_id, row.conv, row.ckey = (
+                    facts["conversation_id"],
+                    facts["conversation"],
+                    skey,
+                )
+
+    def _message(
+        self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
+    ) -> None:
+        wamid = rows.clean_text(ev.message.id) or ""
+        old = self.inbound.get((org, wamid))
+        if old is None or ckey < old[0]:
+            self.inbound[(org, wamid)] = (ckey, ev, payload, raw)
+
+    # -- columns ------------------------------------------------------------------
+
+    def quarantine_columns(self) -> list[list[Any]]:
+        return _columns((self.quarantine[k] for k in sorted(self.quarantine)), 11)
+
+    def event_columns(self) -> list[list[Any]]:
+        return _columns((self.events[k] for k in sorted(self.events)), 15)
+
+    def status_columns(self) -> list[list[Any]]:
+        out = []
+        for key in sorted(self.statuses):
+            r = self.statuses[key]
+            f, t = r.facts, r.times
+            out.append([r.org, r.wamid, r.phone, r.user_id, r.status, r.rank, r.skey,
+                        t.get("sent"), t.get("delivered"), t.get("read"), t.get("played"),
+                        t.get("failed"), f["error_code"], f["error_title"], f["error_message"],
+                        f["errors"], r.pricing, r.pkey, r.conv_id, r.conv, r.ckey,
+                        r.opaque])  # fmt: skip
+        return _columns(out, 22)
+
+    def inbound_columns(self) -> tuple[list[list[Any]], list[list[Any]]]:
+        messages, incoming = [], []
+        for key in sorted(self.inbound):
+            ckey, ev, payload, raw = self.inbound[key]
+            f = rows.incoming_facts(ev)
+            org, wamid = key
+            messages.append([org, wamid, f["from_phone_number"] or None, f["from_user_id"],
+                             f["message_type"], f["content"], f["sent_at"], ckey])  # fmt: skip
+            incoming.append([org, wamid, f["from_phone_number"], f["from_user_id"],
+                             f["profile_name"], f["message_type"], f["content"], f["media_id"],
+                             f["media_mime_type"], f["media_sha256"], f["media_filename"],
+                             f["interactive_type"], f["interactive_data"],
+                             f["reaction_message_id"], f["reaction_emoji"], f["location"],
+                             f["contacts"], f["order_data"], f["referral"],
+                             f["context_message_id"], f["context_from"], f["sent_at"],
+                             f["phone_number_id"], payload, raw, ckey])  # fmt: skip
+            if f["context_message_id"]:
+                self.replies.add((org, f["context_message_id"]))
+        return _columns(messages, 8), _columns(incoming, 26)
+
+
+def _columns(table: Iterable[list[Any]], width: int) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(width)]
+    for row in table:
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+@dataclasses.dataclass(slots=True)
+class _Applied:
+    applied: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+
+
+async def apply_items(
+    conn: asyncpg.Connection, items: Sequence[Item], router: TenantRouter
+) -> _Applied:
+    """Write ``items`` on ``conn``, inside the caller's transaction."""
+    await router.refresh(conn)
+    prep = _Prepared(items, router)
+    done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
+    if prep.quarantine:
+        await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
+    if prep.events:
+        fresh = await conn.fetchval(sql.load("write_events"), *prep.event_columns())
+        done.duplicates = prep.routed + prep.unrouted - int(fresh)
+    status_keys: list[list[Any]] = [[], []]
+    if prep.statuses:
+        cols = prep.status_columns()
+        await conn.execute(sql.load("write_statuses"), *cols)
+        status_keys = [cols[0], cols[1]]
+    if prep.inbound:
+        messages, incoming = prep.inbound_columns()
+        await conn.execute(sql.load("write_inbound"), *messages)
+        await conn.execute(sql.load("write_incoming"), *incoming)
+    if prep.statuses:
+        await conn.execute(sql.load("sync_audience_status"), *status_keys)
+    if prep.replies:
+        keys = sorted(prep.replies)
+        await conn.execute(
+            sql.load("sync_audience_replies"), [k[0] for k in keys], [k[1] for k in keys]
+        )
+    return done
+
+
+# --- the sink ----------------------------------------------------------------------------
+
+
+class PostgresSink:
+    """``write(batch)`` into PostgreSQL through a pool it does not own.
+
+    ``retries`` transient failures are retried per transaction, sleeping ``backoff``
+    seconds doubled each time (with jitter, at most ``max_backoff``). ``quarantine_poison``
+    stores a record that fails for a permanent reason in the quarantine (when the record
+    has raw bytes) instead of reporting it failed.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        retries: int = 5,
+        backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        quarantine_poison: bool = True,
+        router: TenantRouter | None = None,
+    ) -> None:
+        self.pool = pool
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.quarantine_poison = quarantine_poison
+        self.router = router or TenantRouter()
+
+    async def write(self, batch: Sequence[Record]) -> WriteResult:
+        result = WriteResult()
+        if batch:
+            await self._write_part(list(batch), result)
+        return result
+
+    async def _retrying(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction, retrying transient failures."""
+        delay = self.backoff
+        attempt = 0
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
+                attempt += 1
+                if attempt > self.retries:
+                    raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(min(self.max_backoff, delay) * (0.5 + random.random()))
+                delay *= 2
+
+    async def _write_part(self, records: list[Record], result: WriteResult) -> None:
+        items = [Item(r.id, r.received_at, r.events, r.problems) for r in records]
+        router = self.router
+        try:
+            done = await self._retrying(lambda conn: apply_items(conn, items, router))
+        except TransientError as exc:
+            result.transient = True
+            for r in records:
+                result.failed[r.id] = f"transient: {exc}"
+            return
+        except PermanentError as exc:
+            if len(records) > 1:
+                mid = len(records) // 2
+                await self._write_part(records[:mid], result)
+                await self._write_part(records[mid:], result)
+            else:
+                await self._poison(records[0], str(exc), result)
+            return
+        result.applied += done.applied
+        result.quarantined += done.quarantined
+        result.duplicates += done.duplicates
+
+    async def _poison(self, record: Record, reason: str, result: WriteResult) -> None:
+        if not (self.quarantine_poison and record.raw):
+            result.failed[record.id] = reason
+            return
+        key = rows.content_key(b"poison\x1f" + record.raw)
+        cols = _columns([["poison", rows.clean_text(reason) or "", None, None, None, None, None,
+                          record.raw, key, record.id, record.received_at]], 11)  # fmt: skip
+        try:
+            await self._retrying(lambda conn: conn.fetchval(sql.load("write_quarantine"), *cols))
+        except (TransientError, PermanentError) as exc:
+            result.failed[record.id] = f"{reason}; and quarantining it failed: {exc}"
+            if isinstance(exc, TransientError):
+                result.transient = True
+            return
+        result.poisoned[record.id] = reason
+        result.quarantined += 1
+
+    async def replay_quarantine(self, *, chunk: int = 1000) -> ReplayResult:
+        """Apply quarantined items whose organization is now configured; mark them resolved.
+
+        Items still without an organization stay quarantined. Safe to run any number of
+        times, concurrently with writers: applying is idempotent."""
+        return await replay_quarantine(self.pool, router=self.router, chunk=chunk)
+
+
+# --- quarantine replay ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class ReplayResult:
+    applied: int = 0
+    still_unrouted: int = 0
+    undecodable: int = 0
+
+
+def _decode(raw: bytes, typ: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=typ)
+    except msgspec.DecodeError:
+        # Lone-surrogate items are stored as ASCII JSON msgspec refuses; json reads them.
+        return msgspec.convert(json.loads(raw), typ)
+
+
+def rebuild_event(row: asyncpg.Record | dict[str, Any]) -> Event:
+    """The event a ``tenant`` quarantine row was made from."""
+    ctx: dict[str, Any] = json.loads(row["context"]) if row["context"] else {}
+    raw: bytes = bytes(row["raw"])
+    field, waba, pnid, path = row["field"], row["waba_id"], row["phone_number_id"], ctx["path"]
+    kind = ctx["kind"]
+    if kind == "change":
+        key = ctx.get("key")
+        typ = ITEM_TYPES.get(key) if key is not None else VALUE_TYPES.get(field)
+        value: Base | None = _decode(raw, typ) if typ is not None else None
+        return ChangeEvent(field, waba, pnid, ctx.get("entry_time"), key, value, raw, path)
+    contact = msgspec.convert(ctx["contact"], Contact) if ctx.get("contact") else None
+    display = ctx.get("display_phone_number")
+    if kind == "status":
+        status = _decode(raw, Status)
+        return StatusEvent(field, waba, pnid, display, contact, status, raw, path)
+    message = _decode(raw, Message)
+    return MessageEvent(field, waba, pnid, display, contact, message, raw, path)
+
+
+async def replay_quarantine(
+    pool: asyncpg.Pool, *, router: TenantRouter | None = None, chunk: int = 1000
+) -> ReplayResult:
+    """Apply every open ``tenant`` quarantine row whose organization now exists."""
+    router = router or TenantRouter()
+    result = ReplayResult()
+    after = 0
+    while True:
+        found = await pool.fetch(sql.load("quarantine_open"), ["tenant"], after, chunk)
+        if not found:
+            return result
+        after = found[-1]["id"]
+        async with pool.acquire() as conn, conn.transaction():
+            await router.refresh(conn)
+            items, resolved = [], []
+            for row in found:
+                try:
+                    ev = rebuild_event(row)
+                except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError):
+                    result.undecodable += 1
+                    continue
+                if router.route(ev.phone_number_id, ev.waba_id) is None:
+                    result.still_unrouted += 1
+                    continue
+                items.append(Item(row["source_message_id"], row["received_at"], [ev]))
+                resolved.append(row["id"])
+            if items:
+                await apply_items(conn, items, router)
+                await conn.execute(sql.load("quarantine_resolve"), resolved)
+                result.applied += len(items)
+
+
+# --- senders' record of what they sent ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message a sender sent through the Cloud API (the wamid is in the API's answer).
+
+    ``campaign_id`` links it to a campaign: the audience row ``audience_id`` (or, without
+    one, the row of (campaign, recipient), created if missing) gets the wamid."""
+
+    organization_id: int
+    wamid: str
+    recipient: str
+    campaign_id: int | None = None
+    audience_id: int | None = None
+    message_type: str = "template"
+    content: str | None = None
+    template_name: str | None = None
+
+
+async def record_outbound(
+    pool: asyncpg.Pool | asyncpg.Connection, outbound: Outbound | Sequence[Outbound]
+) -> None:
+    """Record sent messages in one transaction, merging with statuses already stored.
+
+    Statuses that arrived first are kept (and copied to the audience row); replies that
+    arrived first get the campaign as ``context_campaign_id`` and mark the audience row
+    replied. Recording the same message again changes nothing."""
+    items = sorted(
+        [outbound] if isinstance(outbound, Outbound) else list(outbound),
+        key=lambda o: (o.organization_id, o.wamid),
+    )
+    if not items:
+        return
+    c = rows.clean_text
+    orgs = [o.organization_id for o in items]
+    wamids = [c(o.wamid) for o in items]
+    campaigns = [o.campaign_id for o in items]
+    by_id = [o for o in items if o.audience_id is not None]
+    by_phone = sorted(
+        (o for o in items if o.audience_id is None and o.campaign_id is not None),
+        key=lambda o: (o.campaign_id or 0, o.recipient),
+    )
+
+    async def run(conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute(sql.load("outbound_messages"), orgs, wamids, campaigns,
+                               [c(o.recipient) for o in items],
+                               [c(o.message_type) for o in items],
+                               [c(o.content) for o in items],
+                               [c(o.template_name) for o in items])  # fmt: skip
+            if by_id:
+                await conn.execute(sql.load("outbound_audience_by_id"),
+                                   [o.audience_id for o in by_id],
+                                   [o.organization_id for o in by_id],
+                                   [c(o.wamid) for o in by_id])  # fmt: skip
+            if by_phone:
+                await conn.execute(sql.load("outbound_audience"),
+                                   [o.campaign_id for o in by_phone],
+                                   [o.organization_id for o in by_phone],
+                                   [c(o.recipient) for o in by_phone],
+                                   [c(o.wamid) for o in by_phone])  # fmt: skip
+            await conn.execute(sql.load("sync_audience_status"), orgs, wamids)
+            await conn.execute(sql.load("outbound_link_replies"), orgs, wamids, campaigns)
+            await conn.execute(sql.load("sync_audience_replies"), orgs, wamids)
+
+    if hasattr(pool, "acquire"):
+        async with pool.acquire() as conn:
+            await run(conn)
+    else:
+        await run(pool)
+
+
+async def add_organization(
+    pool: asyncpg.Pool | asyncpg.Connection,
+    *,
+    name: str,
+    phone_number_id: str | None = None,
+    waba_id: str | None = None,
+    verify_token: str | None = None,
+    app_secret: str | None = None,
+    access_token: str | None = None,
+) -> int:
+    """Insert an organization; return its id."""
+    org_id: int = await pool.fetchval(
+        sql.load("organization_add"), name, waba_id, phone_number_id, access_token,
+        verify_token, app_secret,
+    )  # fmt: skip
+    return org_id

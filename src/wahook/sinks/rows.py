@@ -1,0 +1,214 @@
+"""From decoded events to the values the store keeps: keys, ranks, and text PostgreSQL accepts.
+
+Pure functions shared by the PostgreSQL sink and the in-memory reference model, so both
+derive the same facts from an event; each applies its own merge rules.
+
+Merge rules (they make the stored state a function of the *set* of events seen):
+
+- ``dedup_key``: one audit row per (phone number or WABA, wamid, status) for statuses, per
+  (..., wamid) for messages, per exact item bytes for every other event.
+- ``content_key``: hash of the item bytes. Where two different items share a dedup key,
+  the one with the least content key provides the stored payload.
+- ``status_key``: rank, status, timestamp, content key. The greatest decides
+  ``message_status`` (and its errors); per-status timestamps keep the least.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import msgspec
+
+from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
+from wahook.parse.models import Message, Status
+
+# sent < delivered < read < played; failed is terminal. Unknown statuses rank 0.
+STATUS_RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
+# Statuses with their own <status>_at column.
+TIMED_STATUSES = ("sent", "delivered", "read", "played", "failed")
+
+_SEP = b"\x1f"
+
+
+def _hash(*parts: bytes) -> bytes:
+    return hashlib.blake2b(_SEP.join(parts), digest_size=16).digest()
+
+
+def _b(value: str | None) -> bytes:
+    return b"\x00" if value is None else value.encode("utf-8", "surrogatepass")
+
+
+def scope(ev: StatusEvent | MessageEvent | ChangeEvent | Problem) -> bytes:
+    """Who an event belongs to before routing: its phone number id, else its WABA id."""
+    if ev.phone_number_id:
+        return b"p:" + _b(ev.phone_number_id)
+    return b"w:" + _b(ev.waba_id)
+
+
+def content_key(raw: bytes) -> bytes:
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def dedup_key(ev: StatusEvent | MessageEvent | ChangeEvent) -> bytes:
+    if isinstance(ev, StatusEvent):
+        return _hash(b"s", scope(ev), _b(ev.status.id), _b(ev.status.status))
+    if isinstance(ev, MessageEvent):
+        return _hash(b"m", scope(ev), _b(ev.message.id))
+    return _hash(b"c", scope(ev), _b(ev.field), _b(ev.key), ev.raw)
+
+
+def problem_key(p: Problem) -> bytes:
+    return _hash(b"q", scope(p), _b(p.field), p.raw)
+
+
+def status_rank(status: str) -> int:
+    return STATUS_RANK.get(status, 0)
+
+
+def status_key(status: str, timestamp: int | None, ckey: bytes) -> bytes:
+    """Total order of the statuses of one message: rank first, then the rest as a tie-break."""
+    ts = (timestamp if timestamp is not None else 0).to_bytes(8, "big")
+    return bytes((status_rank(status),)) + _b(status) + b"\x00" + ts + ckey
+
+
+# --- text and JSON PostgreSQL accepts --------------------------------------------------
+
+# In JSON text: an escaped backslash (kept), a valid surrogate pair (kept), \u0000 or a
+# lone surrogate (escaped once more, so jsonb stores the six characters as text).
+_JSON_ESCAPES = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|\\u0000|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
+
+
+def _escape_json(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if s == "\\\\" or len(s) == 12:
+        return s
+    return "\\" + s
+
+
+def jsonb_text(raw: bytes) -> tuple[str, bytes | None]:
+    """JSON text jsonb accepts, and the raw bytes when that text had to differ from them
+    (``\\u0000`` and lone surrogates are spelled out as text; the bytes keep the truth)."""
+    text = raw.decode("utf-8", "surrogateescape")
+    if "\\u" not in text and (text.isascii() or _utf8_clean(text)):
+        return text, None
+    fixed = _JSON_ESCAPES.sub(_escape_json, text)
+    if not _utf8_clean(fixed):
+        fixed = fixed.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return fixed, (None if fixed == text else raw)
+
+
+def _utf8_clean(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_text(value: str | None) -> str | None:
+    """A string PostgreSQL ``text`` accepts: U+0000 and lone surrogates become ``\\u0000`` /
+    ``\\udXXX`` escapes (the item's raw bytes, kept beside, hold the original)."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\\u0000")
+    if value.isascii() or _utf8_clean(value):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_text(obj: Any) -> str | None:
+    """JSON text (for a jsonb column) of a Struct, list or dict; None stays None."""
+    if obj is None:
+        return None
+    try:
+        data = _ENCODER.encode(obj)
+    except UnicodeEncodeError:  # a lone surrogate somewhere inside
+        import json
+
+        data = json.dumps(msgspec.to_builtins(obj), ensure_ascii=True).encode()
+    text, _ = jsonb_text(data)
+    return text
+
+
+# --- facts of one status / one incoming message -----------------------------------------
+
+
+def status_facts(s: Status) -> dict[str, Any]:
+    """Error and billing facts of a status, as stored on ``messages``."""
+    first = s.errors[0] if s.errors else None
+    conv = s.conversation
+    return {
+        "error_code": None if first is None or first.code is None else str(first.code),
+        "error_title": clean_text(first.title) if first is not None else None,
+        "error_message": clean_text(
+            (first.error_data.details if first.error_data else None) or first.message
+        )
+        if first is not None
+        else None,
+        "errors": json_text(s.errors) if s.errors else None,
+        "pricing": json_text(s.pricing),
+        "conversation_id": clean_text(conv.id) if conv is not None else None,
+        "conversation": json_text(conv),
+    }
+
+
+def incoming_facts(ev: MessageEvent) -> dict[str, Any]:
+    """Columns of ``incoming_messages`` derived from one incoming message."""
+    m: Message = ev.message
+    media = m.media
+    inter = m.interactive
+    interactive_type: str | None = None
+    interactive_data: str | None = None
+    content = m.text_body
+    if inter is not None:
+        interactive_type = inter.type
+        interactive_data = json_text(inter)
+        reply = inter.button_reply or inter.list_reply
+        if content is None and reply is not None:
+            content = reply.title
+        if content is None and inter.nfm_reply is not None:
+            content = inter.nfm_reply.body
+    elif m.button is not None:
+        interactive_type = "button"
+        interactive_data = json_text(m.button)
+    reaction = m.reaction
+    if content is None and reaction is not None:
+        content = reaction.emoji
+    if content is None and m.order is not None:
+        content = m.order.text
+    if content is None and m.system is not None:
+        content = m.system.body
+    if content is None and m.location is not None:
+        content = m.location.name or m.location.address
+    ctx = m.context
+    return {
+        "from_phone_number": clean_text(m.from_) or "",
+        "from_user_id": clean_text(m.from_user_id),
+        "profile_name": clean_text(ev.contact.name) if ev.contact is not None else None,
+        "message_type": clean_text(m.type) or "unknown",
+        "content": clean_text(content),
+        "media_id": clean_text(media.id) if media else None,
+        "media_mime_type": clean_text(media.mime_type) if media else None,
+        "media_sha256": clean_text(media.sha256) if media else None,
+        "media_filename": clean_text(media.filename) if media else None,
+        "interactive_type": clean_text(interactive_type),
+        "interactive_data": interactive_data,
+        "reaction_message_id": clean_text(reaction.message_id) if reaction else None,
+        "reaction_emoji": clean_text(reaction.emoji) if reaction else None,
+        "location": json_text(m.location),
+        "contacts": json_text(m.contacts),
+        "order_data": json_text(m.order),
+        "referral": json_text(m.referral),
+        "context_message_id": clean_text(ctx.id) if ctx else None,
+        "context_from": clean_text(ctx.from_) if ctx else None,
+        "sent_at": ev.timestamp,
+        "phone_number_id": clean_text(ev.phone_number_id),
+    }

@@ -1,0 +1,1 @@
+SELECT version FROM wahook_organizations_version

@@ -1,0 +1,53 @@
+-- Statuses merged into messages, one row per (organization, wamid), sorted by that key.
+-- A status for a message not stored yet creates its row (direction outbound); the
+-- sender's record of the message merges into it later. The greatest status key decides
+-- message_status and its errors; each <status>_at keeps the earliest time seen; pricing
+-- and conversation each come from the greatest status that carried one.
+INSERT INTO messages AS m (organization_id, whatsapp_message_id, direction, phone_number,
+                           user_id, message_status, status_rank, status_key,
+                           sent_at, delivered_at, read_at, played_at, failed_at,
+                           error_code, error_title, error_message, errors,
+                           pricing, pricing_key, conversation_id, conversation,
+                           conversation_key, biz_opaque_callback_data)
+SELECT org, wamid, 'outbound', phone, uid, status, rank, skey,
+       to_timestamp(s_at), to_timestamp(d_at), to_timestamp(r_at), to_timestamp(p_at),
+       to_timestamp(f_at), ecode, etitle, emsg, errs::jsonb,
+       pricing::jsonb, pkey, conv_id, conv::jsonb, ckey, opaque
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
+            $7::bytea[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
+            $12::float8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+            $18::bytea[], $19::text[], $20::text[], $21::bytea[], $22::text[])
+     AS t(org, wamid, phone, uid, status, rank, skey, s_at, d_at, r_at, p_at, f_at,
+          ecode, etitle, emsg, errs, pricing, pkey, conv_id, conv, ckey, opaque)
+ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
+    phone_number = LEAST(m.phone_number, EXCLUDED.phone_number),
+    user_id = LEAST(m.user_id, EXCLUDED.user_id),
+    message_status = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                          THEN EXCLUDED.message_status ELSE m.message_status END,
+    status_rank = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                       THEN EXCLUDED.status_rank ELSE m.status_rank END,
+    error_code = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                      THEN EXCLUDED.error_code ELSE m.error_code END,
+    error_title = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                       THEN EXCLUDED.error_title ELSE m.error_title END,
+    error_message = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                         THEN EXCLUDED.error_message ELSE m.error_message END,
+    errors = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                  THEN EXCLUDED.errors ELSE m.errors END,
+    status_key = GREATEST(m.status_key, EXCLUDED.status_key),
+    sent_at = LEAST(m.sent_at, EXCLUDED.sent_at),
+    delivered_at = LEAST(m.delivered_at, EXCLUDED.delivered_at),
+    read_at = LEAST(m.read_at, EXCLUDED.read_at),
+    played_at = LEAST(m.played_at, EXCLUDED.played_at),
+    failed_at = LEAST(m.failed_at, EXCLUDED.failed_at),
+    pricing = CASE WHEN EXCLUDED.pricing_key > COALESCE(m.pricing_key, ''::bytea)
+                   THEN EXCLUDED.pricing ELSE m.pricing END,
+    pricing_key = GREATEST(m.pricing_key, EXCLUDED.pricing_key),
+    conversation_id = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
+                           THEN EXCLUDED.conversation_id ELSE m.conversation_id END,
+    conversation = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
+                        THEN EXCLUDED.conversation ELSE m.conversation END,
+    conversation_key = GREATEST(m.conversation_key, EXCLUDED.conversation_key),
+    biz_opaque_callback_data = LEAST(m.biz_opaque_callback_data,
+                                     EXCLUDED.biz_opaque_callback_data),
+    updated_at = now()
