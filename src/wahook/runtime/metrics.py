@@ -76,8 +76,6 @@ class PrometheusObserver:
         self.rows.labels("applied").inc(result.applied)
         self.rows.labels("quarantined").inc(result.quarantined)
         self.rows.labels("duplicate").inc(result.duplicates)
-        if result.failed:
-            self.failures.labels("sink").inc(len(result.failed))
         kinds: Counter[str] = Counter()
         newest = None
         for record in batch:

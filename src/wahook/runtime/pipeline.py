@@ -236,37 +236,65 @@ class Pipeline:
                 bound.warning("settle_failed", error=repr(exc), messages=len(items))
 
     async def _commit(self, records: list[Record], bound: Any) -> WriteResult:
+        """Write until every record is committed or failed for good. Transient failures
+        (raised, or reported by the sink as ``transient``) are retried for the records
+        concerned only, with capped backoff, until the retry policy gives up."""
+        total = WriteResult()
+        pending = records
         first = time.monotonic()
         attempt = 0
         while True:
-            started = time.monotonic()
+            failure: str | None = None
             try:
-                result = await self.sink.write(records)
+                result = await self.sink.write(pending)
             except Exception as exc:
                 failure = classify(exc)
-                elapsed = started - first
-                if failure == "transient" and not self.retry.exhausted(attempt, elapsed):
-                    delay = self.retry.delay(attempt, random.random())
-                    bound.warning(
-                        "sink_retry", attempt=attempt + 1, delay=round(delay, 3), error=repr(exc)
-                    )
-                    self._observe.retried(failure)
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    continue
-                bound.error("batch_failed", failure=failure, records=len(records), error=repr(exc))
-                self._observe.gave_up(failure, len(records))
-                return WriteResult(failed={r.id: f"{failure}: {exc!r}" for r in records})
-            seconds = time.monotonic() - started
-            self._observe.committed(records, result, seconds)
+                reason = f"{failure}: {exc!r}"
+                result = WriteResult(failed=dict.fromkeys((r.id for r in pending), reason))
+            else:
+                if result.transient and result.failed:
+                    failure = "transient"
+            total.applied += result.applied
+            total.quarantined += result.quarantined
+            total.duplicates += result.duplicates
+            total.poisoned.update(result.poisoned)
+            if failure == "transient" and not self.retry.exhausted(
+                attempt, time.monotonic() - first
+            ):
+                pending = [r for r in pending if r.id in result.failed]
+                delay = self.retry.delay(attempt, random.random())
+                bound.warning(
+                    "sink_retry",
+                    attempt=attempt + 1,
+                    records=len(pending),
+                    delay=round(delay, 3),
+                    error=next(iter(result.failed.values())),
+                )
+                self._observe.retried(failure)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            total.failed = result.failed
+            total.transient = result.transient or failure == "transient"
+            seconds = time.monotonic() - first
+            if failure is not None:
+                bound.error(
+                    "batch_failed",
+                    failure=failure,
+                    records=len(result.failed),
+                    error=next(iter(result.failed.values())),
+                )
+                self._observe.gave_up(failure, len(result.failed))
+            elif result.failed:
+                bound.warning("records_failed", failed=sorted(result.failed)[:20])
+                self._observe.gave_up("permanent", len(result.failed))
+            self._observe.committed(records, total, seconds)
             bound.debug(
                 "batch_committed",
                 records=len(records),
-                applied=result.applied,
-                quarantined=result.quarantined,
-                failed=len(result.failed),
+                applied=total.applied,
+                quarantined=total.quarantined,
+                failed=len(total.failed),
                 seconds=round(seconds, 4),
             )
-            if result.failed:
-                bound.warning("records_failed", failed=sorted(result.failed)[:20])
-            return result
+            return total

@@ -82,7 +82,6 @@ class Stats:
 
     def gave_up(self, failure_class: str, records: int) -> None:
         self.failures[failure_class] += records
-        self.failed += records
 
     def stored(self) -> int:
         """Messages durably handled (applied or quarantined)."""
