@@ -1,8 +1,9 @@
 """Per-organization verify tokens and app secrets, from the ``organizations`` table.
 
 ``OrgCredentials`` keeps a snapshot in memory so the receiver core can ask synchronously;
-``refresh()`` reloads it (at most once a second), which the aiohttp app does when a
-handshake or a signature is refused and ``wahook serve`` does every ``interval`` seconds,
+``refresh()`` reloads it: the aiohttp app asks when a handshake or a signature is refused
+(at most once a second, so refusals cannot flood the database), and ``wahook serve``
+reloads every ``interval`` seconds (``refresh(force=True)``),
 so added, changed and deactivated organizations take effect without a restart.
 """
 
@@ -30,7 +31,7 @@ class OrgCredentials:
         self._tokens: tuple[str, ...] = ()
         self._by_phone: dict[str, tuple[str, ...]] = {}
         self._by_waba: dict[str, tuple[str, ...]] = {}
-        self._loaded_at = float("-inf")
+        self._refused_at = float("-inf")
         self._lock = asyncio.Lock()
         self.organizations = 0
 
@@ -48,12 +49,16 @@ class OrgCredentials:
         return tuple(dict.fromkeys(out))
 
     async def refresh(self, *, force: bool = False) -> bool:
-        """Reload unless the last load was under ``min_interval`` ago. True when reloaded
-        (the caller may judge its request again); False when skipped or failed."""
+        """Reload; unless ``force``, not if the last unforced reload was under
+        ``min_interval`` ago. True when reloaded (the caller may judge its request again);
+        False when skipped or failed."""
         async with self._lock:
-            if not force and time.monotonic() - self._loaded_at < self.min_interval:
-                return False
-            self._loaded_at = time.monotonic()
+            if not force:
+                # Only reloads asked for by refusals count against the rate: the first
+                # refusal after start-up always reloads.
+                if time.monotonic() - self._refused_at < self.min_interval:
+                    return False
+                self._refused_at = time.monotonic()
             try:
                 orgs = await self._load()
             except Exception as exc:  # a database hiccup must not take the receiver down

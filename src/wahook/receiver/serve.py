@@ -83,6 +83,7 @@ class Server:
         self.dsn: str | None = None
         self.app: ReceiverApp | None = None
         self.notes: dict[str, str] = {}
+        self.credentials: Credentials = NO_CREDENTIALS
         self._stack = contextlib.AsyncExitStack()
         self._runner: web.AppRunner | None = None
         self._embedded: Any = None
@@ -209,13 +210,7 @@ class Server:
         s = self.settings
         self._pg_pool = await self._pool(dsn)
         source = InProcessSource()
-        pipeline = Pipeline(
-            source,
-            PostgresSink(self._pg_pool),
-            batch_size=s.batch_size,
-            batch_max_age=s.batch_max_age,
-            grace=s.grace_seconds,
-        )
+        pipeline = Pipeline.from_settings(source, PostgresSink(self._pg_pool), s)
         stop = asyncio.Event()
         task = asyncio.create_task(pipeline.run(stop), name="wahook-serve-pipeline")
 
@@ -241,6 +236,7 @@ class Server:
         pool = getattr(self, "_pg_pool", None) or await self._pool(self.dsn)
         creds = OrgCredentials(lambda: organization_secrets(pool))
         await creds.refresh(force=True)
+        self.credentials = creds
         task = asyncio.create_task(creds.keep_fresh(), name="wahook-serve-credentials")
         self._stack.callback(task.cancel)
         self.notes["organizations"] = (
