@@ -4,6 +4,8 @@
 - ``dump_tables(conn)``: what PostgreSQL holds, in the shape ``MemorySink.dump()`` returns,
   without the columns that differ by nature (surrogate ids, wall-clock times), so two
   stores can be compared for equality.
+- Webhook body builders: ``notification(statuses=[status("wamid.1", "read")])`` gives
+  the bytes Meta would POST; ``record(body)`` decodes them into a sink ``Record``.
 
 Importing this module needs neither asyncpg nor a database.
 """
@@ -14,7 +16,12 @@ import datetime as _dt
 import json
 from typing import Any
 
+from wahook.sinks.base import Record
 from wahook.sinks.memory import MemorySink
+
+PHONE_NUMBER_ID = "106540352242922"
+WABA_ID = "102290129340398"
+CUSTOMER = "16505551234"
 
 # table -> columns left out of a dump: surrogate ids and wall-clock times.
 DUMP_EXCLUDE: dict[str, frozenset[str]] = {
@@ -62,7 +69,94 @@ async def dump_tables(conn: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-__all__ = ["DUMP_EXCLUDE", "MemorySink", "dump_tables"]
+# --- webhook bodies -------------------------------------------------------------------
+
+
+def status(
+    wamid: str,
+    status: str = "sent",
+    timestamp: int | str | None = 1749416383,
+    *,
+    recipient: str = CUSTOMER,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One ``value.statuses[]`` item (``extra``: pricing, conversation, errors ...)."""
+    item: dict[str, Any] = {"id": wamid, "status": status, "recipient_id": recipient}
+    if timestamp is not None:
+        item["timestamp"] = str(timestamp)
+    item.update(extra)
+    return item
+
+
+def text_message(
+    wamid: str,
+    body: str = "hello",
+    timestamp: int | str | None = 1749417200,
+    *,
+    sender: str = CUSTOMER,
+    reply_to: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One incoming text message (``reply_to``: the wamid it replies to)."""
+    item: dict[str, Any] = {"from": sender, "id": wamid, "type": "text", "text": {"body": body}}
+    if timestamp is not None:
+        item["timestamp"] = str(timestamp)
+    if reply_to is not None:
+        item["context"] = {"from": "15550783881", "id": reply_to}
+    item.update(extra)
+    return item
+
+
+def notification(
+    *,
+    statuses: list[dict[str, Any]] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+    phone_number_id: str = PHONE_NUMBER_ID,
+    waba_id: str = WABA_ID,
+    profile_name: str = "Sheena Nelson",
+    value: dict[str, Any] | None = None,
+    field: str = "messages",
+) -> bytes:
+    """The bytes of one POST: a ``messages`` change with these items, or (``value``) a
+    change of another ``field``. Non-ASCII text is written as JSON escapes, so a lone
+    surrogate is possible, as Meta could send."""
+    if value is None:
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+        }
+        if messages:
+            value["contacts"] = [{"profile": {"name": profile_name}, "wa_id": CUSTOMER}]
+            value["messages"] = messages
+        if statuses:
+            value["statuses"] = statuses
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"value": value, "field": field}]}],
+    }
+    return json.dumps(body, ensure_ascii=True).encode("ascii")
+
+
+def record(body: bytes, id: str | None = None, received_at: float | None = 1750000000.0) -> Record:
+    """``body`` decoded into a sink ``Record`` (its id defaults to a hash of the body)."""
+    import hashlib
+
+    from wahook.parse import decode
+
+    n = decode(body)
+    rid = id if id is not None else hashlib.sha256(body).hexdigest()[:16]
+    return Record(rid, list(n.events()), list(n.problems), body, received_at)
+
+
+__all__ = [
+    "DUMP_EXCLUDE",
+    "MemorySink",
+    "dump_tables",
+    "notification",
+    "record",
+    "status",
+    "text_message",
+]
 
 
 # --- runtime doubles: synthetic traffic and an in-memory source ---------------------------
