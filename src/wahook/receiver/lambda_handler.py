@@ -29,8 +29,9 @@ from wahook.settings import Settings
 
 log = logging.getLogger("wahook.receiver")
 
-_CLIENT_CONFIG = botocore.config.Config(
-    connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}
+# Meta waits for the answer: fail fast (503, Meta retries) rather than hang on SQS.
+CLIENT_CONFIG = botocore.config.Config(
+    connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}
 )
 
 
@@ -41,7 +42,7 @@ def sqs_client(settings: Settings) -> Any:
         "sqs",
         region_name=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,
-        config=_CLIENT_CONFIG,
+        config=CLIENT_CONFIG,
     )
 
 

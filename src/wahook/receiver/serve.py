@@ -162,13 +162,22 @@ class Server:
         return s.host, s.port
 
     async def _sqs_delivery(self) -> Delivery:
+        from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
 
         s = self.settings
         assert s.queue_url is not None
         client = await self._stack.enter_async_context(
             get_session().create_client(
-                "sqs", region_name=s.aws_region, endpoint_url=s.aws_endpoint_url
+                "sqs",
+                region_name=s.aws_region,
+                endpoint_url=s.aws_endpoint_url,
+                # Meta waits for the answer: fail fast (503, Meta retries), never hang.
+                config=AioConfig(
+                    connect_timeout=2,
+                    read_timeout=5,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                ),
             )
         )
         planner = Planner(s.queue_url, max_message_bytes=s.sqs_max_message_bytes)
