@@ -71,7 +71,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     post.set_defaults(func=run_post)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(fmt: str, level: str) -> None:
+    """The pipeline's structlog events and the receiver's stdlib ones, both on stderr."""
+    from wahook.runtime.logs import configure_logging
+
+    configure_logging(fmt, level)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
@@ -94,7 +98,7 @@ def run_serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             grace_seconds=args.grace,
         )
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_format, settings.log_level)
         return asyncio.run(serve(settings))
     except WahookError as exc:
         print(f"wahook serve: {exc}", file=sys.stderr)

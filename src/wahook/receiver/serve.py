@@ -42,6 +42,9 @@ from wahook.receiver.core import (
 from wahook.receiver.forward import AsyncForwarder, Planner
 from wahook.settings import Settings
 
+IN_PROCESS_MAX_AGE = 0.05
+"""The longest a body waits for its batch in-process (seconds); Meta waits with it."""
+
 
 def local_secret(data_dir: str | os.PathLike[str], name: str) -> str:
     """A random secret kept in ``<data_dir>/<name>`` (mode 0600), made on first use."""
@@ -219,7 +222,9 @@ class Server:
         s = self.settings
         self._pg_pool = await self._pool(dsn)
         source = InProcessSource()
-        pipeline = Pipeline.from_settings(source, PostgresSink(self._pg_pool), s)
+        # Meta waits for each answer while its body waits for its batch: cap the batch age.
+        batching = s.replace(batch_max_age=min(s.batch_max_age, IN_PROCESS_MAX_AGE))
+        pipeline = Pipeline.from_settings(source, PostgresSink(self._pg_pool), batching)
         stop = asyncio.Event()
         task = asyncio.create_task(pipeline.run(stop), name="wahook-serve-pipeline")
 
@@ -232,7 +237,10 @@ class Server:
                 await task
 
         self._stack.push_async_callback(drain)
-        self.notes["delivery"] = "in-process pipeline (200 once the batch is committed)"
+        self.notes["delivery"] = (
+            f"in-process pipeline: 200 once the body's batch is committed (batches of up to "
+            f"{s.batch_size} events or {batching.batch_max_age * 1000:g} ms)"
+        )
         return InProcessDelivery(source, ready=lambda: not task.done())
 
     async def _credentials(self) -> tuple[Credentials, Callable[[], Awaitable[bool]] | None]:
