@@ -41,6 +41,7 @@ _ATTRIBUTE_VALUE_MAX = 256
 _ATTEMPTS = 3
 # Characters SQS accepts in a message body (its documented XML-safe ranges).
 _SQS_REFUSED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SQS_ASCII = b"\t\n\r" + bytes(range(0x20, 0x80))
 
 
 class ForwardError(WahookError):
@@ -91,6 +92,11 @@ def _attributes_size(attrs: dict[str, Any]) -> int:
 
 def _message_body(body: bytes) -> tuple[str, bool]:
     """The body as SQS text, and whether it had to be base64-encoded."""
+    if body.isascii():
+        # The usual case (Meta escapes non-ASCII): a C-speed check instead of the regex.
+        if body.translate(None, _SQS_ASCII):
+            return base64.b64encode(body).decode("ascii"), True
+        return body.decode("ascii"), False
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -143,7 +149,7 @@ class Planner:
                 group = (summary.phone_number_ids or summary.waba_ids or ("wahook",))[0]
                 params["MessageGroupId"] = group[:128]
                 params["MessageDeduplicationId"] = hashlib.sha256(part).hexdigest()
-            size = len(text.encode()) + _attributes_size(attrs)
+            size = (len(text) if encoded else len(part)) + _attributes_size(attrs)
             if size > self.max_message_bytes:
                 raise ForwardError(f"part {i + 1} is {size} bytes, over the SQS limit")
             out.append(Entry(params, size))
