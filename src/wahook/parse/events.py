@@ -9,6 +9,7 @@ from __future__ import annotations
 from msgspec import Struct
 
 from wahook.parse.models import (
+    KNOWN_CALL_STATUSES,
     KNOWN_FIELDS,
     KNOWN_MESSAGE_TYPES,
     KNOWN_STATUSES,
@@ -20,8 +21,10 @@ from wahook.parse.models import (
 from wahook.parse.timestamps import to_epoch
 
 
-class MessageEvent(Struct, frozen=True):
-    """An incoming message (``value.messages[]``; also history media and echoes)."""
+class MessageEvent(Struct, frozen=True, gc=False):
+    """An incoming message (``value.messages[]``, whatever the field: ``messages``, and the
+    media of ``history``). Echoes (``smb_message_echoes``) are ``ChangeEvent``s whose
+    ``value`` is a ``Message``."""
 
     field: str
     waba_id: str
@@ -52,7 +55,7 @@ class MessageEvent(Struct, frozen=True):
         return to_epoch(self.message.timestamp)
 
 
-class StatusEvent(Struct, frozen=True):
+class StatusEvent(Struct, frozen=True, gc=False):
     """A status of an outgoing message (``value.statuses[]``)."""
 
     field: str
@@ -76,7 +79,10 @@ class StatusEvent(Struct, frozen=True):
 
     @property
     def known(self) -> bool:
-        """False for a status value outside sent/delivered/read/played/failed."""
+        """False for a status value outside sent/delivered/read/played/failed (for a call
+        status, ``type: "call"``, outside RINGING/ACCEPTED/REJECTED)."""
+        if self.status.type == "call":
+            return self.status.status in KNOWN_CALL_STATUSES
         return self.status.status in KNOWN_STATUSES
 
     @property
@@ -84,7 +90,7 @@ class StatusEvent(Struct, frozen=True):
         return to_epoch(self.status.timestamp)
 
 
-class ChangeEvent(Struct, frozen=True):
+class ChangeEvent(Struct, frozen=True, gc=False):
     """Any other change: a whole value (template, account, phone number ... updates) or one
     item of another array of a messaging-style value (``key`` names the array: ``errors``,
     ``calls``, ``user_preferences``, ``message_echoes``, ``state_sync``, ``history``,
