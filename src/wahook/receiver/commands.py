@@ -29,7 +29,7 @@ POST_EPILOG = """\
 examples:
   wahook post --sample                  # a text message and a status, signed, to :8080
   wahook post body.json                 # a body from a file, signed as Meta signs it
-  wahook post --sample --messages 50 --url http://127.0.0.1:9000/webhook
+  wahook post --sample --messages 50 --start 100 --url http://127.0.0.1:9000/webhook
   cat body.json | wahook post -
 
 The secret is WEBHOOK_SECRET (the first one), else the local test secret that
@@ -66,6 +66,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     post.add_argument("--sample", action="store_true", help="post a built-in sample body")
     post.add_argument("--messages", type=int, default=1, help="messages in the sample")
     post.add_argument("--statuses", type=int, default=1, help="statuses in the sample")
+    post.add_argument("--start", type=int, default=0, help="number of the sample's first wamid")
     post.add_argument("--url", default="http://127.0.0.1:8080/webhook")
     post.add_argument("--data-dir", help="where `wahook serve` keeps its data (.wahook)")
     post.set_defaults(func=run_post)
@@ -115,7 +116,7 @@ def run_post(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env().replace(data_dir=args.data_dir)
     if args.sample:
-        body = samples.sample(args.messages, args.statuses)
+        body = samples.sample(args.messages, args.statuses, start=args.start)
     elif args.file == "-":
         body = sys.stdin.buffer.read()
     elif args.file:

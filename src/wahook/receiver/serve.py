@@ -204,7 +204,16 @@ class Server:
             where = f"embedded PostgreSQL {dsn}, data in {pg.pgdata}"
         await migrate_dsn(dsn)
         self.notes["data"] = where
+        if self._embedded is not None:
+            psql = Path(self._embedded_bin(), "psql")
+            self.notes["sql shell"] = f"{psql} {dsn}"
         return dsn
+
+    @staticmethod
+    def _embedded_bin() -> Path:
+        from wahook.sinks.embedded import _bin_dir
+
+        return _bin_dir()
 
     async def _pool(self, dsn: str) -> Any:
         import asyncpg
