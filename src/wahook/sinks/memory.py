@@ -155,13 +155,14 @@ class MemorySink:
             reason = (
                 f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
             )
-            self._quarantine(dkey, {"kind": "tenant", "reason": reason,
+            qkey = rows.tenant_key(dkey, ckey)
+            self._quarantine(qkey, {"kind": "tenant", "reason": reason,
                                     "field": rows.clean_text(ev.field),
                                     "waba_id": rows.clean_text(ev.waba_id),
                                     "phone_number_id": rows.clean_text(ev.phone_number_id),
                                     "path": rows.clean_text(ev.path), "raw": ev.raw},
                              source, received)  # fmt: skip
-            self.quarantine[dkey]["event"] = ev
+            self.quarantine[qkey]["event"] = ev
             return False, fresh
         if isinstance(ev, StatusEvent):
             self._status(org, ev, ckey)

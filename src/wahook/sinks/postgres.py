@@ -161,6 +161,7 @@ class _Prepared:
         self.statuses: dict[tuple[int, str], _StatusRow] = {}
         self.inbound: dict[tuple[int, str], tuple[bytes, MessageEvent, str, bytes | None]] = {}
         self.replies: set[tuple[int, str]] = set()
+        self.reply_locks: set[int] = set()
         self.routed = 0
         self.unrouted = 0
         self.problems = 0
@@ -226,10 +227,11 @@ class _Prepared:
             reason = (
                 f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
             )
-            self._quarantine(dkey, ["tenant", reason, rows.clean_text(ev.field),
+            qkey = rows.tenant_key(dkey, ckey)
+            self._quarantine(qkey, ["tenant", reason, rows.clean_text(ev.field),
                                     rows.clean_text(ev.waba_id),
                                     rows.clean_text(ev.phone_number_id), rows.clean_text(ev.path),
-                                    _context(ev), ev.raw, dkey, item.source_id,
+                                    _context(ev), ev.raw, qkey, item.source_id,
                                     item.received_at])  # fmt: skip
             return
         self.routed += 1
@@ -274,6 +276,9 @@ class _Prepared:
         self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
     ) -> None:
         wamid = rows.clean_text(ev.message.id) or ""
+        ctx = ev.message.context
+        if ctx is not None and ctx.id:
+            self.reply_locks.add(rows.reply_lock(org, rows.clean_text(ctx.id) or ""))
         old = self.inbound.get((org, wamid))
         if old is None or ckey < old[0]:
             self.inbound[(org, wamid)] = (ckey, ev, payload, raw)
@@ -341,6 +346,8 @@ async def apply_items(
     await router.refresh(conn)
     prep = _Prepared(items, router)
     done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
+    if prep.reply_locks:  # first, before any row lock: see lock_replies_shared.sql
+        await conn.fetchval(sql.load("lock_replies_shared"), sorted(prep.reply_locks))
     if prep.quarantine:
         await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
     if prep.events:
@@ -353,6 +360,9 @@ async def apply_items(
         status_keys = [cols[0], cols[1]]
     if prep.inbound:
         messages, incoming = prep.inbound_columns()
+        # A reply replaced by another item of its wamid may stop replying to a message.
+        for r in await conn.fetch(sql.load("incoming_contexts"), messages[0], messages[1]):
+            prep.replies.add((r["organization_id"], r["context_message_id"]))
         await conn.execute(sql.load("write_inbound"), *messages)
         await conn.execute(sql.load("write_incoming"), *incoming)
     if prep.statuses:
@@ -580,6 +590,8 @@ async def record_outbound(
 
     async def run(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
+            locks = sorted({rows.reply_lock(o.organization_id, c(o.wamid) or "") for o in items})
+            await conn.fetchval(sql.load("lock_replies_exclusive"), locks)
             await conn.execute(sql.load("outbound_messages"), orgs, wamids, campaigns,
                                [c(o.recipient) for o in items],
                                [c(o.message_type) for o in items],

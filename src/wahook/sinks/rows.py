@@ -59,6 +59,18 @@ def dedup_key(ev: StatusEvent | MessageEvent | ChangeEvent) -> bytes:
     return _hash(b"c", scope(ev), _b(ev.field), _b(ev.key), ev.raw)
 
 
+def tenant_key(dkey: bytes, ckey: bytes) -> bytes:
+    """Quarantine key of an event of an unknown tenant: every distinct item is kept, even
+    two that share a dedup key, so replay can apply each of them."""
+    return _hash(b"t", dkey, ckey)
+
+
+def reply_lock(org: int, wamid: str) -> int:
+    """Advisory lock key guarding the replies to one outbound message (a signed bigint)."""
+    digest = _hash(b"r", str(org).encode(), _b(wamid))
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def problem_key(p: Problem) -> bytes:
     return _hash(b"q", scope(p), _b(p.field), p.raw)
 

@@ -1,0 +1,244 @@
+"""The store's defining properties, on random inputs against a real PostgreSQL:
+
+- any permutation of the events and any split into batches gives the same rows as the
+  in-memory reference model fed in document order (so every order gives the same rows);
+- writing everything again changes nothing;
+- concurrent writers with overlapping batches never deadlock and converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wahook.sinks.base import Record
+from wahook.sinks.postgres import Outbound, PostgresSink, add_organization, record_outbound
+from wahook.testing import (
+    PHONE_NUMBER_ID,
+    WABA_ID,
+    MemorySink,
+    dump_tables,
+    notification,
+    record,
+    status,
+    text_message,
+)
+
+OUT = ["wamid.out1", "wamid.out2", "wamid.out3"]
+IN = ["wamid.in1", "wamid.in2", "wamid.in3"]
+PRICING = [
+    {"billable": True, "pricing_model": "PMP", "category": "marketing"},
+    {"billable": False, "pricing_model": "PMP", "type": "free_entry_point", "category": "service"},
+]
+CONVERSATION = [{"id": "conv-a", "origin": {"type": "marketing"}}, {"id": "conv-b"}]
+ERRORS = [[{"code": 131026, "title": "undeliverable"}], [{"code": 131047, "title": "window"}]]
+
+
+@st.composite
+def status_bodies(draw: st.DrawFn) -> bytes:
+    name = draw(st.sampled_from(["sent", "delivered", "read", "played", "failed", "deleted"]))
+    extra: dict[str, Any] = {}
+    if draw(st.booleans()):
+        extra["pricing"] = draw(st.sampled_from(PRICING))
+    if draw(st.booleans()):
+        extra["conversation"] = draw(st.sampled_from(CONVERSATION))
+    if name == "failed":
+        extra["errors"] = draw(st.sampled_from(ERRORS))
+    item = status(
+        draw(st.sampled_from(OUT)), name, draw(st.sampled_from([100, 200, 300, None])), **extra
+    )
+    pnid = draw(st.sampled_from([PHONE_NUMBER_ID, PHONE_NUMBER_ID, PHONE_NUMBER_ID, "999"]))
+    return notification(statuses=[item], phone_number_id=pnid)
+
+
+@st.composite
+def message_bodies(draw: st.DrawFn) -> bytes:
+    item = text_message(
+        draw(st.sampled_from(IN)),
+        draw(st.sampled_from(["yes", "no", "stop\x00"])),
+        draw(st.sampled_from([400, 500, None])),
+        reply_to=draw(st.sampled_from([None, *OUT])),
+    )
+    return notification(messages=[item])
+
+
+@st.composite
+def other_bodies(draw: st.DrawFn) -> bytes:
+    if draw(st.booleans()):
+        value = {
+            "event": draw(st.sampled_from(["APPROVED", "REJECTED"])),
+            "message_template_id": 123456789012345678901234567890,
+            "message_template_name": "promo",
+            "message_template_language": "en",
+        }
+        return notification(value=value, field="message_template_status_update")
+    bad = {"id": draw(st.sampled_from(OUT)), "status": draw(st.sampled_from([1, 2]))}
+    return notification(statuses=[bad, status("wamid.out1", "sent", 100)])
+
+
+bodies = st.one_of(status_bodies(), status_bodies(), message_bodies(), other_bodies())
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Any], list[Any], list[int]]:
+    """(operations in document order, the same permuted, batch sizes)."""
+    distinct = draw(st.lists(bodies, min_size=1, max_size=14))
+    ops: list[Any] = []
+    for i in range(draw(st.integers(len(distinct), len(distinct) + 6))):
+        body = distinct[i] if i < len(distinct) else draw(st.sampled_from(distinct))
+        # Redeliveries: the same body under another source id and receipt time.
+        source = draw(st.sampled_from(["sqs-1", "sqs-2", "sqs-3"]))
+        received = draw(st.sampled_from([1750000000.0, 1750000001.5]))
+        ops.append(record(body, id=f"{source}-{i}", received_at=received))
+    for n, wamid in enumerate(OUT):
+        if draw(st.booleans()):
+            ops.append(Outbound(1, wamid, f"1650555000{n}", campaign_id=1, content=f"c{n}"))
+    permuted = draw(st.permutations(ops))
+    sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=len(ops)))
+    return ops, list(permuted), sizes
+
+
+async def _seed(pool: asyncpg.Pool) -> None:
+    org = await add_organization(
+        pool, name="acme", phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID
+    )
+    camp = await pool.fetchval(
+        "INSERT INTO campaigns (organization_id, name) VALUES ($1, 'c') RETURNING id", org
+    )
+    assert (org, camp) == (1, 1)
+
+
+async def _run(sink: PostgresSink, pool: asyncpg.Pool, ops: list[Any], sizes: list[int]) -> None:
+    """Apply ``ops`` in order: records in batches of the given sizes (cycled)."""
+    pending: list[Record] = []
+    k = 0
+
+    async def flush() -> None:
+        if pending:
+            result = await sink.write(list(pending))
+            assert result.failed == {}
+            pending.clear()
+
+    for op in ops:
+        if isinstance(op, Outbound):
+            await flush()
+            await record_outbound(pool, op)
+            continue
+        pending.append(op)
+        if len(pending) >= sizes[k % len(sizes)]:
+            k += 1
+            await flush()
+    await flush()
+
+
+async def _model(ops: list[Any]) -> MemorySink:
+    memory = MemorySink()
+    memory.add_organization(1, phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID)
+    memory.add_campaign(1, 1)
+    for op in ops:
+        if isinstance(op, Outbound):
+            await memory.record_outbound(op)
+        else:
+            await memory.write([op])
+    return memory
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=scenarios())
+async def test_any_order_and_batching_gives_the_same_rows(
+    fresh_db: Callable[[], AbstractAsyncContextManager[str]],
+    scenario: tuple[list[Any], list[Any], list[int]],
+) -> None:
+    ops, permuted, sizes = scenario
+    want = (await _model(ops)).dump()
+    async with fresh_db() as dsn, asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        await _seed(pool)
+        sink = PostgresSink(pool)
+        await _run(sink, pool, permuted, sizes)
+        got = await dump_tables(pool)
+        assert got == want
+        # Replaying everything (here in one batch) changes nothing.
+        await _run(sink, pool, permuted, [len(permuted)])
+        assert await dump_tables(pool) == got
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(scenario=scenarios())
+async def test_quarantine_then_replay_equals_configured_from_the_start(
+    fresh_db: Callable[[], AbstractAsyncContextManager[str]],
+    scenario: tuple[list[Any], list[Any], list[int]],
+) -> None:
+    _, permuted, sizes = scenario
+    records = [op for op in permuted if isinstance(op, Record)]
+    async with fresh_db() as dsn, asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        sink = PostgresSink(pool)
+        await _run(sink, pool, records, sizes)  # no organization yet: all quarantined
+        assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+        await _seed(pool)
+        await sink.replay_quarantine()
+        await sink.replay_quarantine()
+        got = await dump_tables(pool)
+    want = (await _model(records)).dump()
+    for table in ("messages", "incoming_messages", "campaign_audience", "webhook_events"):
+        assert got[table] == want[table]
+    # What is still quarantined: problems, and the unknown tenant "999".
+    open_rows = [q for q in got["quarantine"] if not q["resolved"]]
+    assert all(q["kind"] == "problem" or q["phone_number_id"] == "999" for q in open_rows)
+
+
+@pytest.mark.slow
+async def test_four_concurrent_writers_never_deadlock_and_converge(
+    pool: asyncpg.Pool,
+) -> None:
+    await _seed(pool)
+    rng = random.Random(7)
+    wamids = [f"wamid.c{i}" for i in range(60)]
+    records = []
+    for i in range(600):
+        w = rng.choice(wamids)
+        if rng.random() < 0.8:
+            name = rng.choice(["sent", "delivered", "read", "failed"])
+            body = notification(statuses=[status(w, name, rng.randint(1, 50))])
+        else:
+            body = notification(messages=[text_message(f"wamid.r{i % 90}", "ok", reply_to=w)])
+        records.append(record(body, id=f"m{i}", received_at=1750000000.0))
+    outbound = [Outbound(1, w, f"31600{i:05d}", campaign_id=1) for i, w in enumerate(wamids)]
+    await record_outbound(pool, outbound[:30])
+
+    async def writer(seed: int) -> None:
+        # retries=0: a deadlock or serialization failure would surface as a failed record.
+        sink = PostgresSink(pool, retries=0)
+        mine = random.Random(seed).sample(records, k=450)
+        for i in range(0, len(mine), 40):
+            result = await sink.write(mine[i : i + 40])
+            assert result.failed == {}
+
+    # Senders record the other half one by one, while replies to them are being written.
+    senders = [record_outbound(pool, o) for o in outbound[30:]]
+    await asyncio.gather(*(writer(s) for s in range(4)), *senders)
+    # Whatever the writers missed, in one more pass.
+    missing = await PostgresSink(pool).write(records)
+    assert missing.failed == {}
+    got = await dump_tables(pool)
+    ops: list[Any] = [*outbound, *records]
+    want = (await _model(ops)).dump()
+    for table in want:
+        diff = [(a, b) for a, b in zip(got[table], want[table], strict=False) if a != b]
+        assert not diff, "\n".join(f"{table}\n{a}\n{b}" for a, b in diff[:2])
+    assert got == want
