@@ -265,7 +265,10 @@ def _invalid_json(data: bytes, exc: msgspec.DecodeError) -> DecodeError:
     reason = _reason(exc)
     found = _AT_BYTE.search(reason)
     if found is not None:
-        return DecodeError(f"invalid JSON: {reason}", position=int(found.group(1)))
+        at = int(found.group(1))
+        if data[at : at + 3] in (b"NaN", b"Inf", b"-In"):
+            reason = "NaN and Infinity are not JSON numbers"
+        return DecodeError(f"invalid JSON: {reason}", position=at)
     if "truncated" in reason:
         return DecodeError("invalid JSON: the body ends in the middle of a value",
                            position=len(data))  # fmt: skip
