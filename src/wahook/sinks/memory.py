@@ -287,6 +287,10 @@ class MemorySink:
             r = dict(row)
             r["context_campaign_id"] = campaign_of(r["organization_id"], r["context_message_id"])
             incoming.append(r)
+        replies_to: dict[tuple[int, str | None], list[Row]] = {}
+        for i in self.incoming.values():
+            if i["context_message_id"] is not None:
+                replies_to.setdefault((i["organization_id"], i["context_message_id"]), []).append(i)
         audience = []
         for a in self.audience.values():
             r = dict(a)
@@ -299,10 +303,7 @@ class MemorySink:
             r["error_message"] = take.get("error_message")
             replies = sorted(
                 (i["sent_at"] is None, i["sent_at"] or 0, i["whatsapp_message_id"], i["sent_at"])
-                for i in self.incoming.values()
-                if a["whatsapp_message_id"] is not None
-                and i["organization_id"] == a["organization_id"]
-                and i["context_message_id"] == a["whatsapp_message_id"]
+                for i in replies_to.get((a["organization_id"], a["whatsapp_message_id"]), ())
             )
             r["replied_at"] = replies[0][3] if replies else None
             r["reply_message_id"] = replies[0][2] if replies else None

@@ -236,18 +236,17 @@ class _Prepared:
             return
         self.routed += 1
         if isinstance(ev, StatusEvent):
-            self._status(org, ev, ckey)
+            self._status(org, ev, ckey, ts)
         elif isinstance(ev, MessageEvent):
             self._message(org, ev, ckey, payload, raw)
 
-    def _status(self, org: int, ev: StatusEvent, ckey: bytes) -> None:
+    def _status(self, org: int, ev: StatusEvent, ckey: bytes, ts: int | None) -> None:
         s = ev.status
         wamid = rows.clean_text(s.id) or ""
         row = self.statuses.get((org, wamid))
         if row is None:
             row = self.statuses[(org, wamid)] = _StatusRow(org, wamid)
         name = rows.clean_text(s.status) or ""
-        ts = ev.timestamp
         skey = rows.status_key(name, ts, ckey)
         row.phone = _least(row.phone, rows.clean_text(s.recipient_id))
         row.user_id = _least(row.user_id, rows.clean_text(s.recipient_user_id))
@@ -288,40 +287,45 @@ class _Prepared:
     def quarantine_columns(self) -> list[list[Any]]:
         return _columns((self.quarantine[k] for k in sorted(self.quarantine)), 11)
 
+    def event_rows(self) -> list[tuple[Any, ...]]:
+        return [tuple(self.events[k]) for k in sorted(self.events)]
+
     def event_columns(self) -> list[list[Any]]:
         return _columns((self.events[k] for k in sorted(self.events)), 15)
 
-    def status_columns(self) -> list[list[Any]]:
-        out = []
+    def status_rows(self) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
         for key in sorted(self.statuses):
             r = self.statuses[key]
             f, t = r.facts, r.times
-            out.append([r.org, r.wamid, r.phone, r.user_id, r.status, r.rank, r.skey,
+            out.append((r.org, r.wamid, r.phone, r.user_id, r.status, r.rank, r.skey,
                         t.get("sent"), t.get("delivered"), t.get("read"), t.get("played"),
                         t.get("failed"), f["error_code"], f["error_title"], f["error_message"],
                         f["errors"], r.pricing, r.pkey, r.conv_id, r.conv, r.ckey,
-                        r.opaque])  # fmt: skip
-        return _columns(out, 22)
+                        r.opaque))  # fmt: skip
+        return out
 
-    def inbound_columns(self) -> tuple[list[list[Any]], list[list[Any]]]:
-        messages, incoming = [], []
+    def inbound_rows(self) -> tuple[list[list[Any]], list[tuple[Any, ...]]]:
+        """Columns of the inbound ``messages`` rows, and the ``incoming_messages`` rows."""
+        messages: list[list[Any]] = []
+        incoming: list[tuple[Any, ...]] = []
         for key in sorted(self.inbound):
             ckey, ev, payload, raw = self.inbound[key]
             f = rows.incoming_facts(ev)
             org, wamid = key
             messages.append([org, wamid, f["from_phone_number"] or None, f["from_user_id"],
                              f["message_type"], f["content"], f["sent_at"], ckey])  # fmt: skip
-            incoming.append([org, wamid, f["from_phone_number"], f["from_user_id"],
+            incoming.append((org, wamid, f["from_phone_number"], f["from_user_id"],
                              f["profile_name"], f["message_type"], f["content"], f["media_id"],
                              f["media_mime_type"], f["media_sha256"], f["media_filename"],
                              f["interactive_type"], f["interactive_data"],
                              f["reaction_message_id"], f["reaction_emoji"], f["location"],
                              f["contacts"], f["order_data"], f["referral"],
                              f["context_message_id"], f["context_from"], f["sent_at"],
-                             f["phone_number_id"], payload, raw, ckey])  # fmt: skip
+                             f["phone_number_id"], payload, raw, ckey))  # fmt: skip
             if f["context_message_id"]:
                 self.replies.add((org, f["context_message_id"]))
-        return _columns(messages, 8), _columns(incoming, 26)
+        return _columns(messages, 8), incoming
 
 
 def _columns(table: Iterable[list[Any]], width: int) -> list[list[Any]]:
@@ -339,6 +343,10 @@ class _Applied:
     duplicates: int = 0
 
 
+async def _copy(conn: asyncpg.Connection, table: str, records: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(table, records=records, schema_name="pg_temp")
+
+
 async def apply_items(
     conn: asyncpg.Connection, items: Sequence[Item], router: TenantRouter
 ) -> _Applied:
@@ -350,21 +358,26 @@ async def apply_items(
         await conn.fetchval(sql.load("lock_replies_shared"), sorted(prep.reply_locks))
     if prep.quarantine:
         await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
+    if prep.events or prep.statuses or prep.inbound:
+        await conn.execute(sql.load("stage_tables"))
     if prep.events:
-        fresh = await conn.fetchval(sql.load("write_events"), *prep.event_columns())
+        await _copy(conn, "wahook_stage_events", prep.event_rows())
+        fresh = await conn.fetchval(sql.load("write_events"))
         done.duplicates = prep.routed + prep.unrouted - int(fresh)
     status_keys: list[list[Any]] = [[], []]
     if prep.statuses:
-        cols = prep.status_columns()
-        await conn.execute(sql.load("write_statuses"), *cols)
-        status_keys = [cols[0], cols[1]]
+        statuses = prep.status_rows()
+        await _copy(conn, "wahook_stage_statuses", statuses)
+        await conn.execute(sql.load("write_statuses"))
+        status_keys = [[r[0] for r in statuses], [r[1] for r in statuses]]
     if prep.inbound:
-        messages, incoming = prep.inbound_columns()
+        messages, incoming = prep.inbound_rows()
         # A reply replaced by another item of its wamid may stop replying to a message.
         for r in await conn.fetch(sql.load("incoming_contexts"), messages[0], messages[1]):
             prep.replies.add((r["organization_id"], r["context_message_id"]))
         await conn.execute(sql.load("write_inbound"), *messages)
-        await conn.execute(sql.load("write_incoming"), *incoming)
+        await _copy(conn, "wahook_stage_incoming", incoming)
+        await conn.execute(sql.load("write_incoming"))
     if prep.statuses:
         await conn.execute(sql.load("sync_audience_status"), *status_keys)
     if prep.replies:

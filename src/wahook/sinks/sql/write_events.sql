@@ -1,6 +1,6 @@
 -- The audit trail: one row per dedup key. A routed duplicate fills in the organization of
 -- a row written while quarantined; the payload kept is the one with the least content key;
--- provenance keeps the least. Rows arrive sorted by dedup key.
+-- provenance keeps the least. Rows are taken sorted by dedup key, from the staging table.
 WITH ins AS (
     INSERT INTO webhook_events AS e (organization_id, field, event_kind, event_type,
                                      whatsapp_message_id, message_status, waba_id,
@@ -8,11 +8,8 @@ WITH ins AS (
                                      content_key, dedup_key, source_message_id, received_at)
     SELECT org, field, kind, type, wamid, status, waba, pnid, to_timestamp(at),
            payload::jsonb, raw, ckey, dkey, src, to_timestamp(recv)
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::float8[], $10::text[], $11::bytea[],
-                $12::bytea[], $13::bytea[], $14::text[], $15::float8[])
-         AS t(org, field, kind, type, wamid, status, waba, pnid, at, payload, raw,
-              ckey, dkey, src, recv)
+    FROM wahook_stage_events
+    ORDER BY dkey
     ON CONFLICT (dedup_key) DO UPDATE SET
         organization_id = COALESCE(e.organization_id, EXCLUDED.organization_id),
         event_type = CASE WHEN EXCLUDED.content_key < e.content_key

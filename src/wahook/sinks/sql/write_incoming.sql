@@ -10,18 +10,10 @@ SELECT t.org, t.wamid, t.phone, t.uid, t.pname, t.type, t.content, t.media_id, t
        t.sha, t.fname, t.itype, t.idata::jsonb, t.rmid, t.remoji, t.loc::jsonb,
        t.contacts::jsonb, t.ord::jsonb, t.ref::jsonb, t.ctx, t.ctx_from, c.campaign_id,
        to_timestamp(t.at), t.pnid, t.payload::jsonb, t.raw, t.ckey
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-            $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
-            $19::text[], $20::text[], $21::text[], $22::float8[], $23::text[], $24::text[],
-            $25::bytea[], $26::bytea[])
-     WITH ORDINALITY
-     AS t(org, wamid, phone, uid, pname, type, content, media_id, mime, sha, fname, itype,
-          idata, rmid, remoji, loc, contacts, ord, ref, ctx, ctx_from, at, pnid, payload,
-          raw, ckey, n)
+FROM wahook_stage_incoming AS t
 LEFT JOIN messages c ON c.organization_id = t.org AND c.whatsapp_message_id = t.ctx
                     AND c.direction = 'outbound'
-ORDER BY t.n
+ORDER BY t.org, t.wamid
 ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
     from_phone_number = EXCLUDED.from_phone_number,
     from_user_id = EXCLUDED.from_user_id,

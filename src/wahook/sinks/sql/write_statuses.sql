@@ -13,12 +13,8 @@ SELECT org, wamid, 'outbound', phone, uid, status, rank, skey,
        to_timestamp(s_at), to_timestamp(d_at), to_timestamp(r_at), to_timestamp(p_at),
        to_timestamp(f_at), ecode, etitle, emsg, errs::jsonb,
        pricing::jsonb, pkey, conv_id, conv::jsonb, ckey, opaque
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
-            $7::bytea[], $8::float8[], $9::float8[], $10::float8[], $11::float8[],
-            $12::float8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
-            $18::bytea[], $19::text[], $20::text[], $21::bytea[], $22::text[])
-     AS t(org, wamid, phone, uid, status, rank, skey, s_at, d_at, r_at, p_at, f_at,
-          ecode, etitle, emsg, errs, pricing, pkey, conv_id, conv, ckey, opaque)
+FROM wahook_stage_statuses
+ORDER BY org, wamid
 ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
     phone_number = LEAST(m.phone_number, EXCLUDED.phone_number),
     user_id = LEAST(m.user_id, EXCLUDED.user_id),
