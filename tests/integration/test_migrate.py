@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import sys
 
 import asyncpg
 
@@ -62,3 +64,66 @@ async def test_migrate_from_empty_concurrently(pg_dsn: str) -> None:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def _cli(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wahook.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cli_migrate_and_stats(pg_dsn: str, db_dsn: str) -> None:
+    name = f"wahook_cli_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = with_database(pg_dsn, name)
+        code, out = await _cli("migrate", "--check", "--dsn", dsn)
+        assert code == 0
+        assert "pending 0001_schema" in out
+        code, out = await _cli("migrate", "--dsn", dsn)
+        assert (code, "applied 0001_schema" in out) == (0, True)
+        code, out = await _cli("migrate", "--dsn", dsn)
+        assert (code, out.strip()) == (0, "schema is up to date")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
+        camp = await conn.fetchval(
+            "INSERT INTO campaigns (organization_id, name) VALUES ($1, 'spring') RETURNING id", org
+        )
+        await conn.execute(
+            "INSERT INTO campaign_audience (campaign_id, organization_id, phone_number,"
+            " whatsapp_message_id, message_status) VALUES ($1, $2, '31', 'w1', 'read'),"
+            " ($1, $2, '32', 'w2', 'failed'), ($1, $2, '33', NULL, 'pending')",
+            camp,
+            org,
+        )
+    finally:
+        await conn.close()
+    code, out = await _cli("stats", "--json", "--dsn", db_dsn)
+    assert code == 0
+    stats = json.loads(out)
+    assert stats["counts"]["campaign_audience"] == 3
+    [funnel] = stats["campaigns"]
+    assert (funnel["audience"], funnel["sent"], funnel["delivered"], funnel["read"]) == (3, 2, 1, 1)
+    assert funnel["failed"] == 1
+    code, out = await _cli("stats", "--dsn", db_dsn)
+    assert code == 0
+    assert "spring" in out
+
+
+async def test_cli_reports_a_database_it_cannot_reach(pg_dsn: str) -> None:
+    code, out = await _cli("stats", "--dsn", with_database(pg_dsn, "wahook_no_such_db"))
+    assert code == 1
+    assert "wahook_no_such_db" in out
