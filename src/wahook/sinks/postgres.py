@@ -165,6 +165,8 @@ class _Prepared:
         self.routed = 0
         self.unrouted = 0
         self.problems = 0
+        # Field names, status values, phone number and WABA ids repeat across a batch.
+        self._texts: dict[str | None, str | None] = {None: None}
         for item in items:
             for ev in item.events:
                 self._event(ev, item, router)
@@ -191,14 +193,23 @@ class _Prepared:
                                rows.clean_text(p.path), None, p.raw, key, item.source_id,
                                item.received_at])  # fmt: skip
 
+    def _text(self, value: str | None) -> str | None:
+        """``rows.clean_text`` of a value likely to repeat in the batch, memoised."""
+        try:
+            return self._texts[value]
+        except KeyError:
+            clean = self._texts[value] = rows.clean_text(value)
+            return clean
+
     def _event(self, ev: Event, item: Item, router: TenantRouter) -> None:
         org = router.route(ev.phone_number_id, ev.waba_id)
         dkey = rows.dedup_key(ev)
         ckey = rows.content_key(ev.raw)
         payload, raw = rows.jsonb_text(ev.raw)
+        text = self._text
         if isinstance(ev, StatusEvent):
             wamid: str | None = rows.clean_text(ev.status.id)
-            status: str | None = rows.clean_text(ev.status.status)
+            status: str | None = text(ev.status.status)
             ts = ev.timestamp
         elif isinstance(ev, MessageEvent):
             wamid, status, ts = rows.clean_text(ev.message.id), None, ev.timestamp
@@ -206,11 +217,9 @@ class _Prepared:
             wamid, status, ts = None, None, ev.entry_time
         old = self.events.get(dkey)
         if old is None:
-            self.events[dkey] = [org, rows.clean_text(ev.field), ev.kind,
-                                 rows.clean_text(ev.type), wamid, status,
-                                 rows.clean_text(ev.waba_id), rows.clean_text(ev.phone_number_id),
-                                 ts, payload, raw, ckey, dkey, item.source_id,
-                                 item.received_at]  # fmt: skip
+            self.events[dkey] = [org, text(ev.field), ev.kind, text(ev.type), wamid, status,
+                                 text(ev.waba_id), text(ev.phone_number_id), ts, payload, raw,
+                                 ckey, dkey, item.source_id, item.received_at]  # fmt: skip
         else:
             if ckey < old[11]:
                 old[3], old[8], old[9], old[10], old[11] = (
@@ -236,23 +245,28 @@ class _Prepared:
             return
         self.routed += 1
         if isinstance(ev, StatusEvent):
-            self._status(org, ev, ckey, ts)
+            self._status(org, ev, ckey, ts, wamid or "", status or "")
         elif isinstance(ev, MessageEvent):
             self._message(org, ev, ckey, payload, raw)
 
-    def _status(self, org: int, ev: StatusEvent, ckey: bytes, ts: int | None) -> None:
+    def _status(
+        self, org: int, ev: StatusEvent, ckey: bytes, ts: int | None, wamid: str, name: str
+    ) -> None:
         s = ev.status
-        wamid = rows.clean_text(s.id) or ""
         row = self.statuses.get((org, wamid))
         if row is None:
             row = self.statuses[(org, wamid)] = _StatusRow(org, wamid)
-        name = rows.clean_text(s.status) or ""
         skey = rows.status_key(name, ts, ckey)
-        row.phone = _least(row.phone, rows.clean_text(s.recipient_id))
-        row.user_id = _least(row.user_id, rows.clean_text(s.recipient_user_id))
-        row.opaque = _least(row.opaque, rows.clean_text(s.biz_opaque_callback_data))
+        if s.recipient_id is not None:
+            row.phone = _least(row.phone, rows.clean_text(s.recipient_id))
+        if s.recipient_user_id is not None:
+            row.user_id = _least(row.user_id, rows.clean_text(s.recipient_user_id))
+        if s.biz_opaque_callback_data is not None:
+            row.opaque = _least(row.opaque, rows.clean_text(s.biz_opaque_callback_data))
         if ts is not None and name in rows.STATUS_RANK:
-            row.times[name] = min(row.times.get(name, ts), ts)
+            old_ts = row.times.get(name)
+            if old_ts is None or ts < old_ts:
+                row.times[name] = ts
         if skey > row.skey or s.pricing is not None or s.conversation is not None:
             facts = rows.status_facts(s)
             if skey > row.skey:
@@ -364,12 +378,9 @@ async def apply_items(
         await _copy(conn, "wahook_stage_events", prep.event_rows())
         fresh = await conn.fetchval(sql.load("write_events"))
         done.duplicates = prep.routed + prep.unrouted - int(fresh)
-    status_keys: list[list[Any]] = [[], []]
-    if prep.statuses:
-        statuses = prep.status_rows()
-        await _copy(conn, "wahook_stage_statuses", statuses)
+    if prep.statuses:  # messages, then the audience rows mirroring them
+        await _copy(conn, "wahook_stage_statuses", prep.status_rows())
         await conn.execute(sql.load("write_statuses"))
-        status_keys = [[r[0] for r in statuses], [r[1] for r in statuses]]
     if prep.inbound:
         messages, incoming = prep.inbound_rows()
         # A reply replaced by another item of its wamid may stop replying to a message.
@@ -378,8 +389,6 @@ async def apply_items(
         await conn.execute(sql.load("write_inbound"), *messages)
         await _copy(conn, "wahook_stage_incoming", incoming)
         await conn.execute(sql.load("write_incoming"))
-    if prep.statuses:
-        await conn.execute(sql.load("sync_audience_status"), *status_keys)
     if prep.replies:
         keys = sorted(prep.replies)
         await conn.execute(

@@ -153,10 +153,18 @@ def json_text(obj: Any) -> str | None:
 # --- facts of one status / one incoming message -----------------------------------------
 
 
+_NO_FACTS: dict[str, Any] = dict.fromkeys(
+    ("error_code", "error_title", "error_message", "errors", "pricing", "conversation_id",
+     "conversation")
+)  # fmt: skip
+
+
 def status_facts(s: Status) -> dict[str, Any]:
-    """Error and billing facts of a status, as stored on ``messages``."""
+    """Error and billing facts of a status, as stored on ``messages`` (do not mutate)."""
     first = s.errors[0] if s.errors else None
     conv = s.conversation
+    if first is None and conv is None and s.pricing is None:
+        return _NO_FACTS
     return {
         "error_code": None if first is None or first.code is None else str(first.code),
         "error_title": clean_text(first.title) if first is not None else None,
