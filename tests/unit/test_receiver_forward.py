@@ -136,9 +136,16 @@ def test_non_notification_and_non_utf8_bodies() -> None:
     [entry] = Planner(QUEUE).entries(accepted(raw))
     assert entry.params["MessageAttributes"]["content_encoding"]["StringValue"] == "base64"
     assert base64.b64decode(entry.params["MessageBody"]) == raw
-    # Valid UTF-8, but a character SQS refuses.
-    [entry] = Planner(QUEUE).entries(accepted(b'{"a":"\x01"}'))
-    assert entry.params["MessageAttributes"]["content_encoding"]["StringValue"] == "base64"
+    # Valid UTF-8, but characters SQS refuses (ASCII and not).
+    for refused in (b'{"a":"\x01"}', '{"a":"😀\x02"}'.encode(), '{"a":"\ufffe"}'.encode()):
+        [entry] = Planner(QUEUE).entries(accepted(refused))
+        assert entry.params["MessageAttributes"]["content_encoding"]["StringValue"] == "base64"
+        assert base64.b64decode(entry.params["MessageBody"]) == refused
+    # Literal emoji and tabs are fine as text.
+    fine = '{"a":"Olá 😀\t\ud7ff\ue000\U0010ffff"}'.encode()
+    [entry] = Planner(QUEUE).entries(accepted(fine))
+    assert "content_encoding" not in entry.params["MessageAttributes"]
+    assert entry.params["MessageBody"].encode() == fine
 
 
 def test_oversize_non_notification_cannot_be_queued() -> None:

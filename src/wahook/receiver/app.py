@@ -101,10 +101,11 @@ class InProcessDelivery:
 
 
 class _AccessLogger(AbstractAccessLogger):
-    """Method, path (never the query), status, size and time as one event."""
+    """Method, path (never the query), status, size and time as one event, at DEBUG: the
+    receiver logs every accepted body and every refusal itself."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
+        self.logger.debug(
             "http_request method=%s path=%s status=%d bytes=%d ms=%.2f",
             request.method, request.path, response.status, response.body_length, time * 1000,
         )  # fmt: skip
@@ -136,7 +137,6 @@ class ReceiverApp:
         self.delivery = delivery
         self.refresh = refresh
         self.stopping = False
-        self.in_flight = 0
         receiver.ready = self.ready
 
     def ready(self) -> bool:
@@ -154,8 +154,13 @@ class ReceiverApp:
 
     async def _read_body(self, request: web.Request) -> bytes | Response:
         length = request.content_length
-        if length is not None and (refused := self.receiver.too_large(length)):
-            return refused
+        if length is not None:
+            if refused := self.receiver.too_large(length):
+                return refused
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as exc:
+                return exc.partial  # the client hung up: its signature will not match
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(_READ_CHUNK):
@@ -185,11 +190,8 @@ class ReceiverApp:
             decision = self.receiver.handle(req)
         if isinstance(decision, Response):
             return _to_web(decision)
-        self.in_flight += 1
         try:
             where = await self.delivery(decision)
         except DeliveryError as exc:
             return _to_web(self.receiver.not_delivered(decision, str(exc)))
-        finally:
-            self.in_flight -= 1
         return _to_web(self.receiver.delivered(decision, where))

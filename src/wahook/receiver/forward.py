@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,8 +39,11 @@ ATTRIBUTE_RESERVE = 4096
 """Bytes kept free in each message for its attributes (each value is cut to 256 chars)."""
 _ATTRIBUTE_VALUE_MAX = 256
 _ATTEMPTS = 3
-# Characters SQS accepts in a message body (its documented XML-safe ranges).
-_SQS_REFUSED = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What SQS refuses in a body (its documented ranges are #x9 #xA #xD #x20-#xD7FF
+# #xE000-#xFFFD #x10000-#x10FFFF) that valid UTF-8 can hold: surrogates cannot be decoded
+# from UTF-8, so only these are left. (The negated class of the allowed ranges costs 20 ms
+# to compile: a cold start.)
+_SQS_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _SQS_ASCII = b"\t\n\r" + bytes(range(0x20, 0x80))
 
 
@@ -60,12 +63,17 @@ def _attr(value: str | int, kind: str = "String") -> dict[str, str]:
     return {"DataType": kind, "StringValue": str(value)[:_ATTRIBUTE_VALUE_MAX]}
 
 
+def iso_utc(epoch: float) -> str:
+    """``2025-11-25T13:00:00.250Z``."""
+    ms = int(epoch * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{ms:03d}Z"
+
+
 def attributes(summary: Summary, original: Summary, received_at: float) -> dict[str, Any]:
     """The message attributes of one part (``summary``) of a body (``original``)."""
-    when = dt.datetime.fromtimestamp(received_at, dt.UTC).isoformat(timespec="milliseconds")
     out: dict[str, Any] = {
         "body_sha256": _attr(original.sha256),
-        "received_at": _attr(when.replace("+00:00", "Z")),
+        "received_at": _attr(iso_utc(received_at)),
     }
     if summary.problem is not None:
         out["problem"] = _attr(summary.problem)
