@@ -100,3 +100,26 @@ def test_retry_policy_is_capped_and_gives_up() -> None:
     assert not policy.exhausted(3, 29.9)
     assert policy.exhausted(3, 30)
     assert not RetryPolicy(give_up_after=None).exhausted(10**6, 10**6)
+
+
+def test_prometheus_observer_counts_events_and_unknown_types() -> None:
+    from prometheus_client import generate_latest
+
+    from wahook.runtime.metrics import PrometheusObserver
+    from wahook.runtime.pipeline import to_record
+    from wahook.runtime.source import Message
+    from wahook.sinks.base import WriteResult
+
+    observer = PrometheusObserver()
+    record = to_record(Message(id="m", body=body(1, statuses=2)), observer)
+    odd = body(2).replace(b'"delivered"', b'"teleported"')
+    unknown = to_record(Message(id="n", body=odd), observer)
+    observer.committed([record, unknown], WriteResult(applied=3), 0.01)
+    observer.retried("transient")
+    observer.gave_up("transient", 2)
+    text = generate_latest(observer.registry).decode()
+    assert 'wahook_events_total{kind="status",type="delivered"} 2.0' in text
+    assert 'wahook_events_total{kind="status",type="unknown"} 1.0' in text
+    assert 'wahook_unknown_total{label="status:teleported"} 1.0' in text
+    assert 'wahook_failures_total{class="transient"} 2.0' in text
+    assert "wahook_commit_seconds_count 1.0" in text

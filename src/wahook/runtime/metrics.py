@@ -1,6 +1,6 @@
 """Prometheus metrics for the worker (``--metrics-port``): an ``Observer`` of the pipeline.
 
-Series (all prefixed ``wahook_``): ``messages_total``, ``events_total{kind}``,
+Series (all prefixed ``wahook_``): ``messages_total``, ``events_total{kind,type}``,
 ``undecodable_total``, ``unknown_total{label}`` (types/fields this wahook does not know),
 ``rows_committed_total{outcome}`` (applied, quarantined, duplicate), ``batches_total``,
 ``batch_records`` and ``commit_seconds`` histograms, ``failures_total{class}``,
@@ -25,7 +25,10 @@ class PrometheusObserver:
         r = self.registry
         self.messages = PromCounter("wahook_messages", "Source messages decoded", registry=r)
         self.events = PromCounter(
-            "wahook_events", "Events committed, by kind", ["kind"], registry=r
+            "wahook_events",
+            "Events committed, by kind and type (types this wahook does not know: 'unknown')",
+            ["kind", "type"],
+            registry=r,
         )
         self.undecodable = PromCounter(
             "wahook_undecodable", "Bodies that were not notifications", registry=r
@@ -76,18 +79,19 @@ class PrometheusObserver:
         self.rows.labels("applied").inc(result.applied)
         self.rows.labels("quarantined").inc(result.quarantined)
         self.rows.labels("duplicate").inc(result.duplicates)
-        kinds: Counter[str] = Counter()
+        kinds: Counter[tuple[str, str]] = Counter()
         newest = None
         for record in batch:
             if record.id in result.failed:
                 continue
             for event in record.events:
-                kinds[event.kind] += 1
+                # Unknown type strings come from outside: kept out of label values.
+                kinds[event.kind, event.type if event.known else "unknown"] += 1
             ts = getattr(record.events[-1], "timestamp", None) if record.events else None
             if ts is not None and (newest is None or ts > newest):
                 newest = ts
-        for kind, n in kinds.items():
-            self.events.labels(kind).inc(n)
+        for (kind, type_), n in kinds.items():
+            self.events.labels(kind, type_).inc(n)
         if newest is not None:
             self.lag.set(max(0.0, time.time() - newest))
 
