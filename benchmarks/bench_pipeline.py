@@ -252,39 +252,17 @@ async def child_rss(dsn: str, events: int, batch_size: int, writers: int) -> Non
 # --- 4. worker overhead against moto ----------------------------------------------------
 
 
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    from tests.plugins.sqs import _MOTO_LAUNCHER, _free_port  # the same patched moto
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return proc, endpoint
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("moto did not start")
-
-
 async def run_sqs(messages: int) -> tuple[float, float, int]:
     """Wall seconds, worker CPU seconds, messages: SQS source → pipeline → NullSink."""
     import botocore.session
     from aiobotocore.session import get_session
-    from tests.plugins.sqs import send_bodies
+    from tests.plugins.sqs import moto_server, send_bodies  # the tests' patched moto
 
     from wahook.runtime.sqs_poll import SqsSource
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(key, "bench")
-    proc, endpoint = start_moto()
-    try:
+    with moto_server() as endpoint:
         client = botocore.session.get_session().create_client(
             "sqs", region_name="us-east-1", endpoint_url=endpoint
         )
@@ -307,9 +285,6 @@ async def run_sqs(messages: int) -> tuple[float, float, int]:
             await task
         client.close()
         return wall, cpu, pipeline.stats.messages
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 # --- main ------------------------------------------------------------------------------

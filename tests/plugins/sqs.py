@@ -8,6 +8,7 @@ a synchronous botocore client for arranging and inspecting queues.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -65,12 +66,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def sqs_endpoint() -> Iterator[str]:
-    """moto's server in its own process (its queues cost O(length) per call in Python, so
-    sharing the tests' interpreter and GIL would slow both), on 127.0.0.1 only."""
-    saved = {k: os.environ.get(k) for k in _FAKE_AWS}
-    os.environ.update(_FAKE_AWS)
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A (patched) moto server process on a free 127.0.0.1 port; yields its endpoint."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", _MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)],
@@ -93,6 +91,18 @@ def sqs_endpoint() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """moto's server in its own process (its queues cost O(length) per call in Python, so
+    sharing the tests' interpreter and GIL would slow both), on 127.0.0.1 only."""
+    saved = {k: os.environ.get(k) for k in _FAKE_AWS}
+    os.environ.update(_FAKE_AWS)
+    try:
+        with moto_server() as endpoint:
+            yield endpoint
+    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
