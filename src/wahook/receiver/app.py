@@ -25,7 +25,15 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from wahook.errors import WahookError
-from wahook.receiver.core import Accepted, Receiver, Request, Response
+from wahook.receiver.core import (
+    HEALTH_PATH,
+    READY_PATH,
+    WEBHOOK_PATH,
+    Accepted,
+    Receiver,
+    Request,
+    Response,
+)
 from wahook.receiver.forward import AsyncForwarder, ForwardError
 
 log = logging.getLogger("wahook.receiver")
@@ -144,6 +152,10 @@ class ReceiverApp:
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.receiver.max_body_bytes + 1)
+        # Plain routes first (a dict lookup), then everything else, all to the same
+        # handler: the core gives 404 and 405 too.
+        for path in (WEBHOOK_PATH, HEALTH_PATH, READY_PATH):
+            app.router.add_route("*", path, self.handle)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 

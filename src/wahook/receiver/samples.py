@@ -84,3 +84,11 @@ def sized(target: int, *, start: int = 0) -> bytes:
     per = len(json.dumps(text_message(0), ensure_ascii=True)) + 1
     n = max(1, (target - one) // per + 1)
     return sample(n, 0, start=start)
+
+
+def single(target: int, i: int = 0) -> bytes:
+    """One text message (Meta's most common POST), its text padded to about ``target`` bytes."""
+    base = sample(1, 0, start=i)
+    pad = max(0, target - len(base))
+    msg = text_message(i, text=EMOJI_TEXT + " " + "lorem ipsum " * (pad // 12 + 1))
+    return notification((WABA_ID, [change([msg])]))
