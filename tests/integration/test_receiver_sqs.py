@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import pytest
 
@@ -228,3 +231,36 @@ def test_lambda_handshake_against_real_settings(shape: str, sqs_endpoint: str) -
         event = {"version": "2.0", "rawPath": "/", "rawQueryString": raw,
                  "requestContext": {"http": {"method": "GET"}}}  # fmt: skip
     assert json.dumps(rx(event, None)["body"]) == '"ch"'
+
+
+def test_lambda_accepts_organization_tokens_and_secrets(
+    sqs_endpoint: str, sqs_queue: Any, sqs_client: Any, db_dsn: str
+) -> None:
+    async def add_org(phone: str, token: str, secret: str) -> None:
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO organizations (name, whatsapp_business_account_id,"
+                " whatsapp_phone_number_id, whatsapp_webhook_verify_token, whatsapp_app_secret)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                f"org {phone}", samples.WABA_ID + phone, phone, token, secret,
+            )  # fmt: skip
+        finally:
+            await conn.close()
+
+    asyncio.run(add_org("5550001", "org-a-token", "org-a-secret"))
+    url = sqs_queue()
+    rx = LambdaReceiver(settings(sqs_endpoint, url, dsn=db_dsn))
+    q = {"hub.mode": "subscribe", "hub.verify_token": "org-a-token", "hub.challenge": "a"}
+    get = {"httpMethod": "GET", "path": "/webhook", "queryStringParameters": q}
+    assert rx(get, None)["statusCode"] == 200
+    mine = samples.sample(phone_number_id="5550001", waba_id=samples.WABA_ID + "5550001")
+    assert rx(rest(mine, sign(mine, "org-a-secret")), None)["statusCode"] == 200
+    other = samples.sample(start=7)
+    assert rx(rest(other, sign(other, "org-a-secret")), None)["statusCode"] == 403
+    # An organization added after the first load: a refusal reloads once.
+    asyncio.run(add_org("5550002", "org-b-token", "org-b-secret"))
+    time.sleep(1.05)  # past the one-reload-a-second limit the 403 above used
+    q["hub.verify_token"] = "org-b-token"
+    assert rx(get, None)["statusCode"] == 200
+    assert [m["Body"].encode() for m in drain(sqs_client, url)] == [mine]

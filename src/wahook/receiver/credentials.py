@@ -89,3 +89,20 @@ class OrgCredentials:
         while True:
             await asyncio.sleep(interval)
             await self.refresh(force=True)
+
+
+def dsn_loader(dsn: str) -> Loader:
+    """A loader that opens one connection per load (the Lambda handler: no pool to keep)."""
+
+    async def load() -> Sequence[OrganizationSecrets]:
+        import asyncpg
+
+        from wahook.sinks.queries import organization_secrets
+
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            return await organization_secrets(conn)
+        finally:
+            await conn.close()
+
+    return load

@@ -4,7 +4,9 @@ Handler: ``wahook.receiver.lambda_handler.handler``. One handler serves API Gate
 APIs (payload format 1.0), HTTP APIs (2.0) and Lambda Function URLs (2.0 as well); bodies
 may be base64-encoded and header names come in any case. Verified bodies go to the SQS
 queue named by ``WAHOOK_QUEUE_URL`` (or ``SQS_QUEUE_URL``), with the verify token and app
-secret(s) from ``WEBHOOK_VERIFY_TOKEN`` and ``WEBHOOK_SECRET``.
+secret(s) from ``WEBHOOK_VERIFY_TOKEN`` and ``WEBHOOK_SECRET``. With ``WAHOOK_DSN`` (or
+``DB_HOST`` ...) set too, active organizations' verify tokens and app secrets are accepted
+as well: loaded at the first request and again (at most once a second) after a refusal.
 
 The SQS client is created once per container, on the first request, and reused. This
 module imports botocore and wahook's pure parts only — no asyncio stack, no asyncpg — so
@@ -17,7 +19,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import botocore.config
@@ -26,6 +28,9 @@ import botocore.session
 from wahook.receiver.core import Accepted, Receiver, Request, Response
 from wahook.receiver.forward import ForwardError, Planner, SyncForwarder
 from wahook.settings import Settings
+
+if TYPE_CHECKING:
+    from wahook.receiver.credentials import OrgCredentials
 
 log = logging.getLogger("wahook.receiver")
 
@@ -93,6 +98,9 @@ class LambdaReceiver:
         )
         self._client = client
         self._forwarder: SyncForwarder | None = None
+        self._orgs: OrgCredentials | None = None
+        if settings.dsn:
+            self._organizations()
 
     def forwarder(self) -> SyncForwarder:
         if self._forwarder is None:
@@ -112,9 +120,33 @@ class LambdaReceiver:
             log.warning("bad_event error=%s", type(exc).__name__)
             return to_result(Response(400, b"unreadable request"))
         decision = self.receiver.handle(request)
+        if isinstance(decision, Response) and decision.status == 403 and self._reload():
+            decision = self.receiver.handle(request)
         if isinstance(decision, Response):
             return to_result(decision)
         return to_result(self._deliver(decision))
+
+    def _organizations(self) -> OrgCredentials | None:
+        """With a DSN configured, active organizations' tokens and secrets, loaded on the
+        first call (asyncpg and asyncio are imported then, not at cold start)."""
+        if self._orgs is None and self.settings.dsn:
+            import asyncio
+
+            from wahook.receiver.credentials import OrgCredentials, dsn_loader
+
+            self._orgs = OrgCredentials(dsn_loader(self.settings.dsn))
+            asyncio.run(self._orgs.refresh(force=True))
+            self.receiver.credentials = self._orgs
+        return self._orgs
+
+    def _reload(self) -> bool:
+        """After a refusal: reload the organizations (at most once a second)."""
+        orgs = self._organizations()
+        if orgs is None:
+            return False
+        import asyncio
+
+        return asyncio.run(orgs.refresh())
 
     def _deliver(self, accepted: Accepted) -> Response:
         try:
