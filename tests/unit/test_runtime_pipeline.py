@@ -210,3 +210,40 @@ def test_failure_classes() -> None:
         sqlstate = "40P01"
 
     assert classify(Deadlock()) == "transient"
+
+
+class SlowReceiveSource(ListSource):
+    """Every receive takes ``delay`` seconds (a long poll); ``started`` is set when the
+    first one begins."""
+
+    def __init__(self, bodies: Sequence[bytes], delay: float) -> None:
+        super().__init__(bodies)
+        self.delay = delay
+        self.started = asyncio.Event()
+
+    async def next_batch(self) -> Sequence[Message] | None:
+        self.started.set()
+        await asyncio.sleep(self.delay)
+        return await super().next_batch()
+
+
+async def test_stop_lets_a_receive_under_way_answer_and_writes_what_it_took() -> None:
+    source, sink = SlowReceiveSource([body(i) for i in range(25)], delay=0.1), FakeSink()
+    stop = asyncio.Event()
+    run = asyncio.create_task(Pipeline(source, sink, batch_max_age=0.01).run(stop))
+    await source.started.wait()
+    stop.set()
+    await run
+    assert source.acked == [f"m{i}" for i in range(10)]  # the one batch under way
+    assert source.released == set()
+
+
+async def test_stop_cancels_a_receive_that_keeps_waiting() -> None:
+    source, sink = SlowReceiveSource([body(0)], delay=3600), FakeSink()
+    stop = asyncio.Event()
+    run = asyncio.create_task(Pipeline(source, sink).run(stop))
+    await source.started.wait()
+    stop.set()
+    stats = await run
+    assert stats.messages == 0
+    assert source.acked == []

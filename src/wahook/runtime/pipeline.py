@@ -12,9 +12,10 @@ Tasks (one ``asyncio.TaskGroup``, every task named):
 Acknowledgement happens only in ``settle``, after the batch committed. Hand-offs are
 bounded, so a slow sink stops the readers (and so the source) instead of growing memory.
 
-Stop is two-phase: readers are cancelled (no new work), what was read is batched, written
-and settled within ``grace`` seconds; then whatever is left is cancelled and the source
-releases it when its context exits. ``run`` returns normally either way.
+Stop is two-phase: readers stop (no new receives; one under way gets ``READER_GRACE``
+seconds to answer, then is cancelled), what was read is batched, written and settled
+within ``grace`` seconds; then whatever is left is cancelled and the source releases it
+when its context exits. ``run`` returns normally either way.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from wahook.sinks.base import Record, Sink, WriteResult
 log = structlog.get_logger("wahook.runtime")
 
 _END = None
+READER_GRACE = 1.0
+"""Seconds a receive already under way may take to answer once a stop is asked."""
 Items = list[tuple[Message, Record]]
 
 
@@ -120,6 +123,7 @@ class Pipeline:
         self._batches: asyncio.Queue[Items | None] = asyncio.Queue(self.writers)
         self._readers_left = self.source.concurrency
         self._end_sent = False
+        self._stopping = False
         try:
             async with self.source, asyncio.TaskGroup() as tg:
                 readers = [
@@ -163,7 +167,12 @@ class Pipeline:
                 log.warning("pipeline_deadline", unsettled_batches=self._batches.qsize())
             elif finished not in done:
                 log.info("pipeline_stopping", grace=self.grace)
-                for task in readers:
+                # No new receives; one already answering may finish (what it took is then
+                # written or released, not stranded until its visibility timeout), one
+                # still waiting on an empty queue is cancelled.
+                self._stopping = True
+                _, waiting = await asyncio.wait(readers, timeout=min(READER_GRACE, self.grace))
+                for task in waiting:
                     task.cancel()
                 await asyncio.wait(readers)
                 grace = self.grace
@@ -189,7 +198,7 @@ class Pipeline:
             await self._records.put(_END)
 
     async def _read(self) -> None:
-        while (messages := await self.source.next_batch()) is not None:
+        while not self._stopping and (messages := await self.source.next_batch()) is not None:
             if messages:
                 items = [(m, to_record(m, self._observe)) for m in messages]
                 await self._records.put(items)
