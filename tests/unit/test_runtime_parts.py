@@ -123,3 +123,50 @@ def test_prometheus_observer_counts_events_and_unknown_types() -> None:
     assert 'wahook_unknown_total{label="status:teleported"} 1.0' in text
     assert 'wahook_failures_total{class="transient"} 2.0' in text
     assert "wahook_commit_seconds_count 1.0" in text
+
+
+class FlakySqs:
+    """An SQS client double: the first receive fails, visibility changes always fail."""
+
+    def __init__(self) -> None:
+        self.receives = 0
+        self.deleted: list[str] = []
+
+    async def get_queue_attributes(self, **kw: object) -> dict[str, dict[str, str]]:
+        return {"Attributes": {"VisibilityTimeout": "1"}}
+
+    async def receive_message(self, **kw: object) -> dict[str, list[dict[str, str]]]:
+        self.receives += 1
+        if self.receives == 1:
+            raise ConnectionResetError("connection reset by peer")
+        return {
+            "Messages": [
+                {"MessageId": f"m{self.receives}", "ReceiptHandle": f"r{self.receives}",
+                 "Body": body(self.receives).decode()}
+            ]
+        }  # fmt: skip
+
+    async def delete_message_batch(self, **kw: object) -> dict[str, list[object]]:
+        self.deleted += [e["ReceiptHandle"] for e in kw["Entries"]]  # type: ignore[attr-defined]
+        return {"Successful": [], "Failed": []}
+
+    async def change_message_visibility_batch(self, **kw: object) -> None:
+        raise TimeoutError("SQS did not answer")
+
+
+async def test_sqs_source_survives_receive_and_heartbeat_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wahook.runtime import sqs_poll
+
+    monkeypatch.setattr(sqs_poll, "RECEIVE_BACKOFF_CAP", 0.01)
+    client = FlakySqs()
+    async with sqs_poll.SqsSource("https://queue", client=client) as source:
+        assert await source.next_batch() == []  # the failure: logged, paused, no messages
+        [message] = await source.next_batch() or []
+        heartbeat = asyncio.create_task(source.side_tasks()["heartbeat"])
+        await asyncio.sleep(0.8)  # beats every 0.25 s; each one fails
+        assert not heartbeat.done()
+        heartbeat.cancel()
+        await source.settle([message], failed=())
+    assert client.deleted == ["r2"]

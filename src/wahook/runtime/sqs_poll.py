@@ -30,6 +30,7 @@ from wahook.runtime.sqs_message import to_message
 log = structlog.get_logger("wahook.runtime.sqs")
 
 MAX_PER_CALL = 10
+RECEIVE_BACKOFF_CAP = 20.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -61,6 +62,7 @@ class SqsSource(BaseSource):
         self.visibility_timeout = 30
         self.client = client
         self._leases: dict[str, _Lease] = {}
+        self._receive_failures = 0
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -92,9 +94,13 @@ class SqsSource(BaseSource):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        unsettled = list(self._leases)
         try:
-            if self._leases:
-                await self.release(list(self._leases))
+            if unsettled:
+                await self.release(unsettled)
+        except Exception as exc:
+            # They come back after their visibility timeout instead of at once.
+            log.warning("release_failed", error=repr(exc), count=len(unsettled))
         finally:
             await self._stack.aclose()
 
@@ -104,13 +110,22 @@ class SqsSource(BaseSource):
         return len(self._leases)
 
     async def next_batch(self) -> Sequence[Message] | None:
-        response = await self.client.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=MAX_PER_CALL,
-            WaitTimeSeconds=self.wait_seconds,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
+        try:
+            response = await self.client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=MAX_PER_CALL,
+                WaitTimeSeconds=self.wait_seconds,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except Exception as exc:
+            # botocore has already retried; keep polling (with a pause) rather than die.
+            self._receive_failures += 1
+            delay = min(RECEIVE_BACKOFF_CAP, 0.5 * 2 ** min(self._receive_failures, 6))
+            log.warning("receive_failed", error=repr(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            return []
+        self._receive_failures = 0
         now = time.monotonic()
         batch = []
         for m in response.get("Messages", ()):
@@ -163,14 +178,20 @@ class SqsSource(BaseSource):
             ]
             if not due:
                 continue
+            try:
+                failed = await self._batch_call(
+                    "change_message_visibility_batch",
+                    [lease.receipt for _, lease in due],
+                    {"VisibilityTimeout": self.visibility_timeout},
+                    "heartbeat_failed",
+                )
+            except Exception as exc:
+                # Tried again on the next beat; a lease not extended in time is redelivered
+                # and written twice, which the sink makes harmless.
+                log.warning("heartbeat_failed", error=repr(exc), count=len(due))
+                continue
             for _, lease in due:
                 lease.extended_at = now
-            failed = await self._batch_call(
-                "change_message_visibility_batch",
-                [lease.receipt for _, lease in due],
-                {"VisibilityTimeout": self.visibility_timeout},
-                "heartbeat_failed",
-            )
             log.debug("visibility_extended", count=len(due) - len(failed))
 
     async def _batch_call(
