@@ -9,6 +9,7 @@ import secrets
 import sys
 
 import asyncpg
+import pytest
 
 from tests.plugins.postgres import with_database
 from wahook.sinks import sql
@@ -127,3 +128,36 @@ async def test_cli_reports_a_database_it_cannot_reach(pg_dsn: str) -> None:
     code, out = await _cli("stats", "--dsn", with_database(pg_dsn, "wahook_no_such_db"))
     assert code == 1
     assert "wahook_no_such_db" in out
+
+
+async def test_campaign_approval_workflow_is_enforced(pool: asyncpg.Pool) -> None:
+    org = await pool.fetchval("INSERT INTO organizations (name) VALUES ('acme') RETURNING id")
+    camp = await pool.fetchval(
+        "INSERT INTO campaigns (organization_id, name) VALUES ($1, 'c') RETURNING id", org
+    )
+    move = "UPDATE campaigns SET status = $2 WHERE id = $1"
+    with pytest.raises(asyncpg.CheckViolationError, match="cannot go from draft to approved"):
+        await pool.execute(move, camp, "approved")
+    for step in (
+        "pending_approval",
+        "rejected",
+        "draft",
+        "pending_approval",
+        "approved",
+        "running",
+        "completed",
+    ):
+        await pool.execute(move, camp, step)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(move, camp, "running")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "INSERT INTO campaigns (organization_id, name, status) VALUES ($1, 'd', 'paused')", org
+        )
+
+
+async def test_phone_number_id_routes_to_one_organization(pool: asyncpg.Pool) -> None:
+    add = "INSERT INTO organizations (name, whatsapp_phone_number_id) VALUES ($1, '1065')"
+    await pool.execute(add, "a")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await pool.execute(add, "b")
