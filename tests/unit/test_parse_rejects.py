@@ -156,3 +156,15 @@ def test_str_with_a_lone_surrogate_cannot_be_utf8() -> None:
 def test_not_bytes_at_all() -> None:
     with pytest.raises(TypeError, match="takes bytes or str"):
         decode(123)  # type: ignore[arg-type]
+
+
+def test_broken_json_after_a_validation_error_is_still_invalid_json() -> None:
+    # The typed pass stops at the bad metadata before it reaches the broken JSON; the
+    # one-entry-at-a-time pass that follows must report the JSON error, not raise it.
+    body = (
+        b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":'
+        b'"messages","value":{"metadata":"x"}}]} "oops"]}'
+    )
+    err = reject(body)
+    assert err.reason.startswith("invalid JSON")
+    assert err.position is not None

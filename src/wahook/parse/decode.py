@@ -38,12 +38,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 from msgspec import Raw, Struct
-from msgspec.structs import astuple
 
 from wahook.errors import DecodeError
 from wahook.parse.events import ChangeEvent, Event, MessageEvent, Problem, StatusEvent
@@ -147,6 +146,9 @@ _ARRAYS: tuple[tuple[str, msgspec.json.Decoder[Any], str], ...] = tuple(
     (key, _ITEM_DECODERS[key], _WHAT.get(key, f"{key} item"))
     for key in _Value.__struct_fields__[2:]
 )
+_MESSAGES, _STATUSES, *_REST = _ARRAYS
+_OTHERS = tuple(_REST)
+_NO_OTHERS = (None,) * len(_OTHERS)
 # "[0]", "[1]" ... made once: paths are built for every item, and concatenation is cheaper.
 _INDEXED = 1024
 _INDEX = tuple(f"[{k}]" for k in range(_INDEXED))
@@ -224,7 +226,7 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
     ``whatsapp_business_account``, absurdly deep). Everything else — including broken items
     — decodes: broken items are listed in ``Notification.problems``.
     """
-    data = _to_bytes(body)
+    data = body if type(body) is bytes else _to_bytes(body)
     if data[:3] == _BOM:
         data = data[3:]
     if not data.isascii():
@@ -281,6 +283,9 @@ def _decode_loose(data: bytes) -> Notification:
         envelope = _LOOSE_ENVELOPE.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"not a WhatsApp notification: {_reason(exc)}") from None
+    except msgspec.DecodeError as exc:
+        # The typed pass stopped at a validation error before reaching broken JSON.
+        return _decode_fallback(data, exc)
     except RecursionError:
         raise _too_deep() from None
     if envelope.object != OBJECT:
@@ -384,9 +389,14 @@ class _Fanout:
     def _items(
         self, field: str, value: _Value, waba_id: str, entry_time: int | None, vpath: str
     ) -> bool:
-        """Events for every item of every array of ``value``; False when it has none.
-
-        The hot loop of the decoder: one msgspec call per item, no other function calls."""
+        """Events for every item of every array of ``value``; False when it has none."""
+        # Attributes are read one by one: a loop over the arrays costs more than the
+        # decoding of a one-status body.
+        messages, statuses = value.messages, value.statuses
+        others = (value.errors, value.user_preferences, value.calls, value.message_echoes,
+                  value.state_sync, value.history, value.groups)  # fmt: skip
+        if messages is None and statuses is None and others == _NO_OTHERS:
+            return False
         meta = value.metadata
         pnid = meta.phone_number_id if meta is not None else None
         display = meta.display_phone_number if meta is not None else None
@@ -394,35 +404,53 @@ class _Fanout:
         if value.contacts:
             senders = _Senders(self._contacts(value.contacts, vpath, field, waba_id, pnid))
             find = senders.find if senders else None
-        events, problems, index = self.events, self.problems, _INDEX
-        found = False
-        for (key, decoder, what), raws in zip(_ARRAYS, astuple(value)[2:], strict=True):
-            if raws is None:
+        if messages is not None:
+            self._array(_MESSAGES, messages, field, waba_id, pnid, display, find, None, vpath)
+        if statuses is not None:
+            self._array(_STATUSES, statuses, field, waba_id, pnid, display, find, None, vpath)
+        if others != _NO_OTHERS:
+            for spec, raws in zip(_OTHERS, others, strict=True):
+                if raws is not None:
+                    self._array(spec, raws, field, waba_id, pnid, display, None, entry_time,
+                                vpath)  # fmt: skip
+        return True
+
+    def _array(
+        self,
+        spec: tuple[str, msgspec.json.Decoder[Any], str],
+        raws: list[Raw],
+        field: str,
+        waba_id: str,
+        pnid: str | None,
+        display: str | None,
+        find: Callable[[str | None, str | None], Contact | None] | None,
+        entry_time: int | None,
+        vpath: str,
+    ) -> None:
+        """The hot loop: one msgspec call per item, no other function call."""
+        key, decoder, what = spec
+        events, problems, index, dec = self.events, self.problems, _INDEX, decoder.decode
+        prefix = f"{vpath}.{key}"
+        is_status, is_message = key == "statuses", key == "messages"
+        for k, raw in enumerate(raws):
+            path = prefix + index[k] if k < _INDEXED else f"{prefix}[{k}]"
+            try:
+                item = dec(raw)
+            except _PART_ERRORS as exc:
+                problems.append(Problem(path, f"bad {what}: {_reason(exc)}", bytes(raw),
+                                        field, waba_id, pnid))  # fmt: skip
                 continue
-            found = True
-            prefix = f"{vpath}.{key}"
-            dec = decoder.decode
-            is_status, is_message = key == "statuses", key == "messages"
-            for k, raw in enumerate(raws):
-                path = prefix + index[k] if k < _INDEXED else f"{prefix}[{k}]"
-                try:
-                    item = dec(raw)
-                except _PART_ERRORS as exc:
-                    problems.append(Problem(path, f"bad {what}: {_reason(exc)}", bytes(raw),
-                                            field, waba_id, pnid))  # fmt: skip
-                    continue
-                if is_status:
-                    contact = find(item.recipient_id, item.recipient_user_id) if find else None
-                    events.append(StatusEvent(field, waba_id, pnid, display, contact, item,
-                                              bytes(raw), path))  # fmt: skip
-                elif is_message:
-                    contact = find(item.from_, item.from_user_id) if find else None
-                    events.append(MessageEvent(field, waba_id, pnid, display, contact, item,
-                                               bytes(raw), path))  # fmt: skip
-                else:
-                    events.append(ChangeEvent(field, waba_id, pnid, entry_time, key, item,
-                                              bytes(raw), path))  # fmt: skip
-        return found
+            if is_status:
+                contact = find(item.recipient_id, item.recipient_user_id) if find else None
+                events.append(StatusEvent(field, waba_id, pnid, display, contact, item,
+                                          bytes(raw), path))  # fmt: skip
+            elif is_message:
+                contact = find(item.from_, item.from_user_id) if find else None
+                events.append(MessageEvent(field, waba_id, pnid, display, contact, item,
+                                           bytes(raw), path))  # fmt: skip
+            else:
+                events.append(ChangeEvent(field, waba_id, pnid, entry_time, key, item,
+                                          bytes(raw), path))  # fmt: skip
 
     def _contacts(
         self,
@@ -449,22 +477,42 @@ class _Senders:
     wa_id, then user_id; a lone contact when neither identifies anyone. Never pairs
     contacts[i] with messages[i] blindly (``system`` messages come without contacts)."""
 
-    __slots__ = ("_by_user", "_by_wa", "_lone")
+    __slots__ = ("_by_user", "_by_wa", "_contacts", "_lone")
 
     def __init__(self, contacts: Sequence[Contact]) -> None:
-        # The first contact of a given id wins, as a linear search would find it.
-        self._by_wa = {c.wa_id: c for c in reversed(contacts) if c.wa_id}
-        self._by_user = {c.user_id: c for c in reversed(contacts) if c.user_id}
+        self._contacts = contacts
         self._lone = contacts[0] if len(contacts) == 1 else None
+        # Big batches carry one contact per message: index them. The first contact of a
+        # given id wins, as the linear search of small lists finds it.
+        self._by_wa: dict[str, Contact] | None = None
+        self._by_user: dict[str, Contact] | None = None
+        if len(contacts) > 8:
+            self._by_wa = {c.wa_id: c for c in reversed(contacts) if c.wa_id}
+            self._by_user = {c.user_id: c for c in reversed(contacts) if c.user_id}
 
     def __bool__(self) -> bool:
-        return bool(self._by_wa or self._by_user or self._lone)
+        return bool(self._contacts)
+
+    def _get(self, wa_id: str | None, user_id: str | None) -> Contact | None:
+        if self._by_wa is not None and self._by_user is not None:
+            found = self._by_wa.get(wa_id) if wa_id else None
+            if found is None and user_id:
+                found = self._by_user.get(user_id)
+            return found
+        if wa_id:
+            for c in self._contacts:
+                if c.wa_id == wa_id:
+                    return c
+        if user_id:
+            for c in self._contacts:
+                if c.user_id == user_id:
+                    return c
+        return None
 
     def find(self, wa_id: str | None, user_id: str | None) -> Contact | None:
-        if wa_id and (c := self._by_wa.get(wa_id)) is not None:
-            return c
-        if user_id and (c := self._by_user.get(user_id)) is not None:
-            return c
+        found = self._get(wa_id, user_id)
+        if found is not None:
+            return found
         lone = self._lone
         if lone is not None and (not (wa_id or user_id) or (wa_id and not lone.wa_id)):
             return lone
