@@ -233,16 +233,23 @@ async def test_graceful_stop_stores_everything_answered_200(
     db_dsn: str, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     await add_org(db_dsn, samples.PHONE_NUMBER_ID, None, None)
-    srv = Server(settings(db_dsn, tmp_path, batch_max_age=0.3), out=io.StringIO())
+    srv = Server(settings(db_dsn, tmp_path), out=io.StringIO())
     await srv.__aenter__()
+    assert srv.app is not None
     bodies = [samples.sample(messages=1, statuses=0, start=i) for i in range(40)]
     tasks = [asyncio.create_task(post(http, srv.url, b)) for b in bodies]
-    await asyncio.sleep(0.1)  # requests are in flight, their batch not yet committed
+    async with asyncio.timeout(30):  # the stop begins while bodies wait for their batch
+        while srv.app.in_flight == 0:  # noqa: ASYNC110  # a counter of the app's: no event to wait on
+            await asyncio.sleep(0.001)
+    in_flight = srv.app.in_flight
     await srv.__aexit__(None, None, None)
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    # Every request in flight when the stop began was finished, and stored, not cut off.
-    assert outcomes == [(200, "EVENT_RECEIVED")] * len(bodies)
-    assert await count(db_dsn, "SELECT count(*) FROM incoming_messages") == len(bodies)
+    answered = [o for o in outcomes if not isinstance(o, aiohttp.ClientConnectionError)]
+    # What the server had taken in was finished and stored; nothing got a 5xx; what it
+    # never read was refused at the connection (the client retries, as Meta does).
+    assert answered == [(200, "EVENT_RECEIVED")] * len(answered)
+    assert len(answered) >= in_flight >= 1
+    assert await count(db_dsn, "SELECT count(*) FROM incoming_messages") == len(answered)
     with pytest.raises(aiohttp.ClientConnectionError):
         await http.get(srv.url.removesuffix("/webhook") + "/healthz")
 

@@ -145,6 +145,8 @@ class ReceiverApp:
         self.delivery = delivery
         self.refresh = refresh
         self.stopping = False
+        self.in_flight = 0
+        """Accepted bodies being delivered right now."""
         receiver.ready = self.ready
 
     def ready(self) -> bool:
@@ -202,8 +204,11 @@ class ReceiverApp:
             decision = self.receiver.handle(req)
         if isinstance(decision, Response):
             return _to_web(decision)
+        self.in_flight += 1
         try:
             where = await self.delivery(decision)
         except DeliveryError as exc:
             return _to_web(self.receiver.not_delivered(decision, str(exc)))
+        finally:
+            self.in_flight -= 1
         return _to_web(self.receiver.delivered(decision, where))

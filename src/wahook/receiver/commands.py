@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from wahook.errors import WahookError
 
@@ -72,18 +74,37 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     post.set_defaults(func=run_post)
 
 
+_FIELD = re.compile(r"(?:^| )(\w+)=")
+
+
+class _ToStructlog(logging.Handler):
+    """The receiver logs ``event key=value ...`` through the stdlib (the Lambda handler must
+    not import structlog); under ``wahook serve`` they join the pipeline's structlog events,
+    in the same format and through the same redaction."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import structlog
+
+        event, _, rest = record.getMessage().partition(" ")
+        marks = list(_FIELD.finditer(rest))
+        fields: dict[str, Any] = {
+            m.group(1): rest[m.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
+            for i, m in enumerate(marks)
+        }
+        fields["logger"] = record.name
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger().log(record.levelno, event, **fields)
+
+
 def _configure_logging(fmt: str, level: str) -> None:
-    """The pipeline's structlog events and the receiver's stdlib ones, both on stderr."""
+    """The pipeline's structlog events and the receiver's stdlib ones, one stream (stderr)."""
     from wahook.runtime.logs import configure_logging
 
     configure_logging(fmt, level)
     root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=getattr(logging, level.upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.handlers[:] = [_ToStructlog()]
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,6 +41,8 @@ from wahook.receiver.core import (
 )
 from wahook.receiver.forward import AsyncForwarder, Planner
 from wahook.settings import Settings
+
+log = logging.getLogger("wahook.receiver")
 
 IN_PROCESS_MAX_AGE = 0.05
 """The longest a body waits for its batch in-process (seconds); Meta waits with it."""
@@ -287,6 +289,7 @@ class Server:
     async def _stop_http(self) -> None:
         if self.app is not None:
             self.app.stopping = True
+            log.info("serve_stopping in_flight=%d", self.app.in_flight)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -295,16 +298,12 @@ class Server:
 
 
 async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    """Run until SIGTERM or SIGINT, then stop gracefully (a second signal: at once)."""
+    from wahook.runtime.signals import stop_on_signals
+
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals(stop):
         async with Server(settings, out=out):
             await stop.wait()
             print("wahook serve: stopping, storing what was accepted ...", file=out or sys.stdout)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
     return 0
