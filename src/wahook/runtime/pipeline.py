@@ -156,8 +156,8 @@ class Pipeline:
         work: list[asyncio.Task[None]],
         sides: list[asyncio.Task[None]],
     ) -> None:
-        finished = asyncio.ensure_future(asyncio.wait(work))
-        stopped = asyncio.ensure_future(stop.wait())
+        finished = asyncio.create_task(asyncio.wait(work), name="wahook-control-finished")
+        stopped = asyncio.create_task(stop.wait(), name="wahook-control-stop")
         try:
             timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
             done, _ = await asyncio.wait(
