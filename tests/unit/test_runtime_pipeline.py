@@ -247,3 +247,24 @@ async def test_stop_cancels_a_receive_that_keeps_waiting() -> None:
     stats = await run
     assert stats.messages == 0
     assert source.acked == []
+
+
+async def test_log_events_name_what_happened() -> None:
+    from structlog.testing import capture_logs
+
+    class Poisoning(FakeSink):
+        async def write(self, batch: Sequence[Record]) -> WriteResult:
+            result = await super().write(batch)
+            result.poisoned = {"m1": "check_violation"}
+            return result
+
+    source, sink = ListSource([body(0), b"not json", body(2)]), Poisoning()
+    sink.transient_failures = 1
+    with capture_logs() as logs:
+        await Pipeline(source, sink, retry=RetryPolicy(first=0.001, cap=0.001)).run()
+    by_name = {e["event"]: e for e in logs}
+    assert by_name["body_undecodable"]["message_id"] == "m1"
+    assert by_name["sink_retry"]["batch_id"] == 1
+    assert by_name["sink_retry"]["error"].startswith("transient")
+    assert by_name["record_poisoned"]["message_id"] == "m1"
+    assert by_name["batch_committed"]["records"] == 3

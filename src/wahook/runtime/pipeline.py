@@ -50,6 +50,7 @@ def to_record(message: Message, observer: Observer | None = None) -> Record:
     try:
         notification = decode(message.body)
     except DecodeError as exc:
+        log.warning("body_undecodable", message_id=message.id, reason=exc.reason)
         record = Record(
             id=message.id,
             events=(),
@@ -297,6 +298,12 @@ class Pipeline:
             elif result.failed:
                 bound.warning("records_failed", failed=sorted(result.failed)[:20])
                 self._observe.gave_up("permanent", len(result.failed))
+            for message_id, reason in total.poisoned.items():
+                record = next(r for r in records if r.id == message_id)
+                wamids = sorted({w for e in record.events if (w := e.wamid)})[:10]
+                bound.warning(
+                    "record_poisoned", message_id=message_id, reason=reason, wamids=wamids
+                )
             self._observe.committed(records, total, seconds)
             bound.debug(
                 "batch_committed",
