@@ -1,23 +1,16 @@
-"""``wahook worker`` and ``wahook replay``: settings from the environment, flags on top,
-signals handled here and nowhere else."""
+"""``wahook worker`` and ``wahook replay``: the argparse side (settings from the
+environment, flags on top). The work is in ``runtime.worker`` and ``runtime.replay``, the
+only places that install signal handlers."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
-import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, TextIO
-
-import structlog
+from typing import Any
 
 from wahook.errors import WahookError
 from wahook.settings import Settings
-from wahook.sinks.base import Record, Sink, WriteResult
-
-log = structlog.get_logger("wahook.runtime")
 
 WORKER_EXAMPLES = """\
 examples:
@@ -141,102 +134,15 @@ def worker_command(args: argparse.Namespace) -> int:
             raise WahookError("no queue: set WAHOOK_QUEUE_URL (or SQS_QUEUE_URL) or --queue-url")
         if not settings.dsn:
             raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...) or pass --dsn")
+        from wahook.runtime.worker import run_worker
+
         return asyncio.run(run_worker(settings))
     except WahookError as exc:
         print(f"wahook worker: {exc}", file=sys.stderr)
         return 2
 
 
-async def run_worker(settings: Settings) -> int:
-    from wahook.runtime.logs import redact_text
-    from wahook.runtime.pipeline import Pipeline
-    from wahook.runtime.resources import postgres_sink
-    from wahook.runtime.signals import stop_on_signals
-    from wahook.runtime.sqs_poll import SqsSource
-
-    assert settings.queue_url is not None
-    assert settings.dsn is not None
-    stop = asyncio.Event()
-    with stop_on_signals(stop):
-        observers: list[Any] = []
-        if settings.metrics_port is not None:
-            from wahook.runtime.metrics import PrometheusObserver
-
-            prometheus = PrometheusObserver()
-            prometheus.serve(settings.metrics_port)
-            observers.append(prometheus)
-        source = SqsSource(
-            settings.queue_url,
-            region=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url,
-            receivers=settings.sqs_receivers,
-        )
-        log.info(
-            "worker_starting",
-            queue_url=settings.queue_url,
-            dsn=redact_text(settings.dsn),
-            batch_size=settings.batch_size,
-            batch_max_age=settings.batch_max_age,
-            receivers=settings.sqs_receivers,
-            writers=settings.writers,
-            grace=settings.grace_seconds,
-            metrics_port=settings.metrics_port,
-        )
-        try:
-            async with postgres_sink(settings) as sink:
-                pipeline = Pipeline.from_settings(source, sink, settings, observers)
-                progress = asyncio.create_task(
-                    _progress(pipeline, source, settings.progress_seconds), name="wahook-progress"
-                )
-                try:
-                    stats = await pipeline.run(stop)
-                finally:
-                    progress.cancel()
-        except Exception as exc:
-            log.error("worker_failed", error=repr(exc))
-            return 1
-        log.info("worker_stopped", **stats.summary())
-    return 0
-
-
-async def _progress(pipeline: Any, source: Any, every: float) -> None:
-    """One ``progress`` event every ``every`` seconds: rates over the last interval."""
-    stats = pipeline.stats
-    last_events, last_time = stats.events, time.monotonic()
-    while True:
-        await asyncio.sleep(every)
-        now = time.monotonic()
-        log.info(
-            "progress",
-            events_per_second=round((stats.events - last_events) / (now - last_time), 1),
-            events=stats.events,
-            messages=stats.messages,
-            batches=stats.batches,
-            quarantined=stats.quarantined,
-            retries=stats.retries,
-            failed=stats.failed,
-            lag_seconds=None if stats.lag is None else round(stats.lag, 1),
-            in_flight=getattr(source, "in_flight", None),
-        )
-        last_events, last_time = stats.events, now
-
-
 # --- replay ---------------------------------------------------------------------------
-
-
-class DryRunSink:
-    """Counts what would be written: every event applied, every problem quarantined."""
-
-    async def write(self, batch: Sequence[Record]) -> WriteResult:
-        return WriteResult(
-            applied=sum(len(r.events) for r in batch),
-            quarantined=sum(len(r.problems) for r in batch),
-        )
-
-
-@contextlib.asynccontextmanager
-async def _dry_run_sink() -> AsyncIterator[Sink]:
-    yield DryRunSink()
 
 
 def replay_command(args: argparse.Namespace) -> int:
@@ -245,68 +151,9 @@ def replay_command(args: argparse.Namespace) -> int:
         if not args.dry_run and not settings.dsn:
             raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
         show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+        from wahook.runtime.replay import run_replay
+
         return asyncio.run(run_replay(settings, args.paths, dry_run=args.dry_run, progress=show))
     except (WahookError, OSError) as exc:
         print(f"wahook replay: {exc}", file=sys.stderr)
         return 2
-
-
-async def run_replay(
-    settings: Settings,
-    paths: Sequence[str],
-    *,
-    dry_run: bool = False,
-    progress: bool = False,
-    out: TextIO | None = None,
-) -> int:
-    from wahook.runtime.files import FileSource
-    from wahook.runtime.pipeline import Pipeline
-    from wahook.runtime.resources import postgres_sink
-    from wahook.runtime.signals import stop_on_signals
-
-    out = out or sys.stdout
-    source = FileSource(paths)
-    stop = asyncio.Event()
-    with stop_on_signals(stop):
-        async with _dry_run_sink() if dry_run else postgres_sink(settings) as sink:
-            pipeline = Pipeline.from_settings(source, sink, settings)
-            bar = asyncio.create_task(_bar(pipeline, source, progress), name="wahook-progress")
-            try:
-                stats = await pipeline.run(stop)
-            finally:
-                bar.cancel()
-    if progress:
-        print(file=sys.stderr)
-    verb = "would store" if dry_run else "stored"
-    summary = stats.summary()
-    print(
-        f"replay: {summary['messages']} bodies, {summary['events']} events; {verb}: "
-        f"{summary['applied']} applied, {summary['quarantined']} quarantined "
-        f"({summary['undecodable']} undecodable bodies), {summary['duplicates']} duplicates; "
-        f"not stored: {len(source.failed)}; {summary['events_per_second']} events/s",
-        file=out,
-    )
-    for message_id in source.failed[:50]:
-        print(f"  not stored: {message_id}", file=out)
-    if stop.is_set():
-        print("replay: interrupted; run it again to finish (it is idempotent)", file=out)
-        return 1
-    return 1 if source.failed else 0
-
-
-async def _bar(pipeline: Any, source: Any, show: bool) -> None:
-    if not show:
-        return
-    stats = pipeline.stats
-    while True:
-        total = source.total_bytes
-        done = min(source.read_bytes, total) if total else source.read_bytes
-        share = f"{100 * done / total:5.1f}% " if total else ""
-        print(
-            f"\rreplay {share}{done / 1e6:8.1f} MB  {stats.messages:>9} bodies  "
-            f"{stats.events:>10} events  {stats.rate():>9.0f} ev/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-        await asyncio.sleep(0.5)
