@@ -26,7 +26,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -61,16 +60,6 @@ def local_secret(data_dir: str | os.PathLike[str], name: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password, for printing."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 class Server:
@@ -195,7 +184,9 @@ class Server:
         s = self.settings
         if s.dsn:
             dsn = s.dsn
-            where = f"PostgreSQL at {redact_dsn(dsn)}"
+            from wahook.runtime.logs import redact_text
+
+            where = f"PostgreSQL at {redact_text(dsn)}"
         else:
             from wahook.sinks.embedded import EmbeddedPostgres
 
