@@ -158,14 +158,22 @@ async def seed(pool: asyncpg.Pool, outbound: list[Outbound]) -> None:
     await pool.execute("VACUUM ANALYZE")
 
 
-async def run_sink(dsn: str, records: list[Record], outbound: list[Outbound], batch: int) -> float:
-    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+async def run_sink(
+    dsn: str, records: list[Record], outbound: list[Outbound], batch: int, writers: int = 1
+) -> float:
+    """``writers`` workers sharing one pool, batch i going to worker i % writers."""
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=max(2, writers)) as pool:
         await seed(pool, outbound)
         sink = PostgresSink(pool)
+        batches = [records[i : i + batch] for i in range(0, len(records), batch)]
+
+        async def worker(k: int) -> None:
+            for part in batches[k::writers]:
+                result = await sink.write(part)
+                assert not result.failed, result.failed
+
         start = time.perf_counter()
-        for i in range(0, len(records), batch):
-            result = await sink.write(records[i : i + batch])
-            assert not result.failed, result.failed
+        await asyncio.gather(*(worker(k) for k in range(writers)))
         return time.perf_counter() - start
 
 
@@ -376,6 +384,13 @@ async def main() -> None:
             )
             if batch == 5000:
                 await verify(dsn, records, outbound)
+        dsn = await dbs.fresh("w2")
+        t = await run_sink(dsn, records, outbound, 5000, writers=2)
+        print(
+            f"(ii)  wahook batch  5000, 2 writers: {t:.2f}s = {n / t:,.0f} events/s   "
+            f"{n / t / per_event:,.1f}x per-event, {n / t / ceiling:.2f}x COPY"
+        )
+        await verify(dsn, records, outbound)
 
         u, c = await strategy(await dbs.fresh("strategy"), records, 5000)
         print(

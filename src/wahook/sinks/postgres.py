@@ -213,9 +213,13 @@ class _Prepared:
         if isinstance(ev, StatusEvent):
             wamid: str | None = rows.clean_text(ev.status.id)
             status: str | None = text(ev.status.status)
-            ts = ev.timestamp
+            ts = rows.epoch(ev.status.timestamp)
         elif isinstance(ev, MessageEvent):
-            wamid, status, ts = rows.clean_text(ev.message.id), None, ev.timestamp
+            wamid, status, ts = (
+                rows.clean_text(ev.message.id),
+                None,
+                rows.epoch(ev.message.timestamp),
+            )
         else:
             wamid, status, ts = None, None, ev.entry_time
         old = self.events.get(dkey)
