@@ -322,14 +322,17 @@ async def main() -> None:
         print(f"workload: {n:,} bodies, {traffic_events(n):,} events, "
               f"{sum(map(len, bodies)) / 1e6:.1f} MB")  # fmt: skip
 
-        start = time.perf_counter()
-        for body in bodies:
-            decode(body)
-        bare = traffic_events(n) / (time.perf_counter() - start)
-        seconds, events = await run_null(bodies, args.batch_size)
+        bare = null = 0.0
+        for _ in range(3):  # best of three: this machine is shared
+            start = time.perf_counter()
+            for body in bodies:
+                decode(body)
+            bare = max(bare, traffic_events(n) / (time.perf_counter() - start))
+            seconds, events = await run_null(bodies, args.batch_size)
+            null = max(null, events / seconds)
         print(
-            f"pipeline without a database: {events / seconds:,.0f} events/s "
-            f"(decode alone: {bare:,.0f} events/s) — the ceiling the sink leaves room for"
+            f"pipeline without a database: {null:,.0f} events/s (decode alone: {bare:,.0f} "
+            f"events/s, best of 3) — the room the pipeline leaves the sink"
         )
 
         m = bodies_for(args.original_events // scale)
