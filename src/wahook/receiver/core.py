@@ -186,7 +186,8 @@ class Receiver:
             log.warning("kept_not_a_notification sha256=%s to=%s reason=%s",
                         s.sha256, where, s.problem)  # fmt: skip
         else:
-            log.info(
+            # DEBUG: at thousands a second a line per body is noise; the rows keep the trail.
+            log.debug(
                 "webhook_accepted sha256=%s bytes=%d to=%s fields=%s messages=%d statuses=%d",
                 s.sha256, s.size, where, ",".join(s.fields), s.messages, s.statuses,
             )  # fmt: skip
