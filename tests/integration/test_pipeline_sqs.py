@@ -109,3 +109,39 @@ async def test_settle_deduplicates_receipts_and_survives_bad_ones(
         await src.settle([*batch, batch[0], forged], failed=())
         assert src.in_flight == 0
     assert queue_counts(sqs_client, url) == (0, 0)
+
+
+class RefusingSink(SlowSink):
+    """Reports every record whose body holds ``marker`` as failed (never committed)."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__()
+        self.marker = marker
+        self.refused = 0
+
+    async def write(self, batch: Sequence[Record]) -> WriteResult:
+        failed = {r.id: "refused" for r in batch if self.marker in r.raw}
+        self.refused += len(failed)
+        result = await super().write([r for r in batch if r.id not in failed])
+        result.failed = failed
+        return result
+
+
+async def test_a_record_that_never_commits_ends_in_the_dead_letter_queue(
+    sqs_endpoint: str, sqs_queue: Callable[..., str], sqs_client: Any
+) -> None:
+    url = sqs_queue(visibility_timeout=1, max_receive=2)
+    dlq = url + "-dlq"
+    refused = body(99).replace(b"wamid.out99", b"wamid.REFUSED")
+    send_bodies(sqs_client, url, [body(1), refused, body(2)])
+    sink = RefusingSink(b"wamid.REFUSED")
+    src = source(url, sqs_endpoint, receivers=1)
+    await run_until(
+        Pipeline(src, sink, batch_max_age=0.05),
+        lambda: queue_counts(sqs_client, dlq)[0] == 1,
+    )
+    assert sink.refused == 2  # received twice, never acknowledged, then dead-lettered
+    assert len(sink.seen) == 2
+    assert queue_counts(sqs_client, url) == (0, 0)
+    [moved] = sqs_client.receive_message(QueueUrl=dlq)["Messages"]
+    assert moved["Body"].encode() == refused
