@@ -80,7 +80,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--grace", dest="grace_seconds", type=float, metavar="S", help="stop grace (default 20)"
     )
     w.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics on this port"
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port, on WAHOOK_HOST (127.0.0.1)",
     )
     w.add_argument(
         "--progress-every",

@@ -31,7 +31,7 @@ async def run_worker(settings: Settings) -> int:
             from wahook.runtime.metrics import PrometheusObserver
 
             prometheus = PrometheusObserver()
-            prometheus.serve(settings.metrics_port)
+            prometheus.serve(settings.metrics_port, addr=settings.host)
             observers.append(prometheus)
         source = SqsSource(
             settings.queue_url,
