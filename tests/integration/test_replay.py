@@ -68,3 +68,32 @@ async def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = await replay(str(tmp_path / "nope.jsonl"), "--dry-run")
     assert code == 2
     assert "nope.jsonl" in err
+
+
+async def test_drain_the_dead_letter_queue_then_replay_the_quarantine(
+    db_dsn: str, pool: Any, sqs_endpoint: str, sqs_queue: Any, sqs_client: Any
+) -> None:
+    from tests.plugins.sqs import queue_counts, send_bodies
+
+    dlq = sqs_queue()
+    send_bodies(sqs_client, dlq, list(webhook_traffic(40)))
+    # No organization yet: every event is quarantined as of an unknown tenant.
+    code, out, err = await replay(
+        "--dead-letter-queue", "--dlq-url", dlq, "--endpoint-url", sqs_endpoint, "--dsn", db_dsn
+    )
+    assert code == 0, out + err
+    assert f"40 bodies, {traffic_events(40)} events" in out
+    assert queue_counts(sqs_client, dlq) == (0, 0)
+    assert await count(pool, "webhook_events", "organization_id IS NOT NULL") == 0
+
+    await add_tenant(pool)
+    code, out, err = await replay("--quarantine", "--dsn", db_dsn)
+    assert code == 0, out + err
+    assert f"quarantine: {traffic_events(40)} items applied, 0 still" in out
+    assert await count(pool, "webhook_events", "organization_id IS NOT NULL") == traffic_events(40)
+
+
+async def test_nothing_to_replay_is_a_usage_error() -> None:
+    code, _, err = await replay("--dry-run")
+    assert code == 2
+    assert "nothing to replay" in err

@@ -32,6 +32,8 @@ examples:
   wahook replay captured/ --dry-run          # every .json/.jsonl under captured/, no writes
   zcat dump.jsonl.gz | wahook replay -       # stdin, one body per line
   wahook replay a.json b.json --dsn postgresql://postgres@127.0.0.1/whatsapp_db
+  wahook replay --dead-letter-queue --dlq-url https://sqs.../wahook-dlq   # drain it once
+  wahook replay --quarantine        # items of organizations configured since they came
 
 Exit status: 0 when every body was stored or quarantined, 1 when some were not (they are
 listed), 2 on a usage or configuration error.
@@ -103,7 +105,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         formatter_class=fmt,
     )
     _common(r)
-    r.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
+    r.add_argument("paths", nargs="*", metavar="PATH", help="file, directory, or - for stdin")
+    r.add_argument(
+        "--dead-letter-queue",
+        action="store_true",
+        help="drain the dead-letter queue (WAHOOK_DLQ_URL or --dlq-url) instead of files",
+    )
+    r.add_argument("--dlq-url", dest="dead_letter_queue_url", metavar="URL", help="its URL")
+    r.add_argument("--region", dest="aws_region", metavar="REGION", help="AWS region")
+    r.add_argument("--endpoint-url", dest="aws_endpoint_url", metavar="URL", help="SQS endpoint")
+    r.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="then apply quarantined items whose organization has been configured since",
+    )
     r.add_argument("--dry-run", action="store_true", help="decode and count, write nothing")
     r.add_argument(
         "--progress",
@@ -118,7 +133,16 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
     flags = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("func", "command", "paths", "dry_run", "progress")
+        if k
+        not in (
+            "func",
+            "command",
+            "paths",
+            "dry_run",
+            "progress",
+            "dead_letter_queue",
+            "quarantine",
+        )
     }
     settings = Settings.from_env().replace(**flags)
     from wahook.runtime.logs import configure_logging
@@ -153,10 +177,29 @@ def replay_command(args: argparse.Namespace) -> int:
         settings = _settings(args, log_level=args.log_level or "warning")
         if not args.dry_run and not settings.dsn:
             raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
+        if args.dead_letter_queue and not settings.dead_letter_queue_url:
+            raise WahookError("no dead-letter queue: set WAHOOK_DLQ_URL or pass --dlq-url")
+        if args.dead_letter_queue and args.paths:
+            raise WahookError("give PATHs or --dead-letter-queue, not both")
+        if not (args.paths or args.dead_letter_queue or args.quarantine):
+            raise WahookError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
+        if args.quarantine and args.dry_run:
+            raise WahookError("--quarantine writes by nature; it has no --dry-run")
         show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
         from wahook.runtime.replay import run_replay
 
-        return asyncio.run(run_replay(settings, args.paths, dry_run=args.dry_run, progress=show))
+        return asyncio.run(
+            run_replay(
+                settings,
+                args.paths,
+                dry_run=args.dry_run,
+                progress=show,
+                dead_letter_queue=settings.dead_letter_queue_url
+                if args.dead_letter_queue
+                else None,
+                quarantine=args.quarantine,
+            )
+        )
     except (WahookError, OSError) as exc:
         print(f"wahook replay: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@
   to the visibility timeout, so SQS redelivers them and eventually dead-letters them.
 - leaving the context sets the visibility of every unsettled lease back to 0, so another
   worker takes them at once.
+- ``drain=True`` (``wahook replay --dead-letter-queue``): the source ends at the first
+  empty long poll instead of waiting for more.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class SqsSource(BaseSource):
         receivers: int = 4,
         wait_seconds: int = 20,
         client: Any = None,
+        drain: bool = False,
     ) -> None:
         self.queue_url = queue_url
         self.region = region
@@ -63,6 +66,8 @@ class SqsSource(BaseSource):
         self.client = client
         self._leases: dict[str, _Lease] = {}
         self._receive_failures = 0
+        self.drain = drain
+        self._drained = False
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -110,6 +115,8 @@ class SqsSource(BaseSource):
         return len(self._leases)
 
     async def next_batch(self) -> Sequence[Message] | None:
+        if self._drained:
+            return None
         try:
             response = await self.client.receive_message(
                 QueueUrl=self.queue_url,
@@ -126,6 +133,9 @@ class SqsSource(BaseSource):
             await asyncio.sleep(delay)
             return []
         self._receive_failures = 0
+        if self.drain and not response.get("Messages"):
+            self._drained = True  # drain mode: the first empty long poll ends the source
+            return None
         now = time.monotonic()
         batch = []
         for m in response.get("Messages", ()):
