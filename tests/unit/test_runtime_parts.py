@@ -170,3 +170,17 @@ async def test_sqs_source_survives_receive_and_heartbeat_failures(
         heartbeat.cancel()
         await source.settle([message], failed=())
     assert client.deleted == ["r2"]
+
+
+async def test_a_signal_sets_the_stop_event_and_handlers_are_removed_after() -> None:
+    import os
+    import signal
+
+    from wahook.runtime.signals import stop_on_signals
+
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 10)
+    assert stop.is_set()
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
