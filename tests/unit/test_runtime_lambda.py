@@ -166,3 +166,13 @@ def test_base64_bodies_and_received_at_attribute() -> None:
     [message] = LambdaSqsSource([record]).messages
     assert message.body == b"\xff\xfe not utf-8"
     assert message.received_at == 1700000000.0
+
+
+def test_a_sink_that_hangs_on_opening_is_bounded_by_the_remaining_time() -> None:
+    async def hanging(settings: Settings) -> Any:
+        await asyncio.sleep(3600)
+
+    h = make_handler(Settings(), sink_factory=hanging, metrics_stream=io.StringIO())
+    _handlers.append(h)
+    result = h(sqs_event([body(0), body(1)]), Context(remaining_ms=1600))  # 0.1 s budget
+    assert failures(result) == ["id-0", "id-1"]

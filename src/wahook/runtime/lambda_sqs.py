@@ -202,7 +202,8 @@ class LambdaHandler:
                 if self.sink is None:
                     if self.settings is None:
                         self.settings = Settings.from_env()
-                    self.sink = await self.sink_factory(self.settings)
+                    async with asyncio.timeout(budget):
+                        self.sink = await self.sink_factory(self.settings)
                 retry_for = self.retry_for if budget is None else min(self.retry_for, budget / 2)
                 pipeline = Pipeline(
                     source,
