@@ -134,3 +134,13 @@ def test_serve_refuses_a_taken_port(workdir: Path) -> None:
     assert "wahook serve:" in out.stderr
     with contextlib.suppress(FileNotFoundError):
         assert not (workdir / ".wahook" / "pgdata").exists()
+
+
+def test_serve_says_why_when_the_database_is_unreachable(workdir: Path) -> None:
+    out = subprocess.run(
+        [WAHOOK, "serve", "--port", str(free_port()), "--dsn", "postgresql://postgres@127.0.0.1:9/x"],
+        cwd=workdir, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert out.stderr.startswith("wahook serve:")
+    assert "Traceback" not in out.stderr

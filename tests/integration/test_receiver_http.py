@@ -12,9 +12,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from wahook.parse import sign
 from wahook.receiver import samples
+from wahook.receiver.app import InProcessDelivery, ReceiverApp
+from wahook.receiver.core import Receiver
 from wahook.receiver.credentials import OrgCredentials
 from wahook.receiver.serve import Server
 from wahook.settings import Settings
@@ -279,3 +282,40 @@ async def test_no_secret_in_any_log_line(
     assert TOKEN in banner.getvalue()
     assert SECRET not in banner.getvalue()
     assert ORG_SECRET not in banner.getvalue()
+
+
+async def test_in_process_delivery_outcomes(http: aiohttp.ClientSession) -> None:
+    """The app with stand-in pipelines: not running, not committing, committing."""
+
+    class Queue:
+        def __init__(self, committed: bool | None) -> None:
+            self.committed = committed
+
+        async def put(self, body: bytes, *, id: str | None = None,
+                      received_at: float | None = None) -> asyncio.Future[bool]:  # fmt: skip
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            if self.committed is not None:
+                done.set_result(self.committed)
+            return done
+
+    cases = [
+        (InProcessDelivery(Queue(True), ready=lambda: False), 503),  # pipeline gone
+        (InProcessDelivery(Queue(False)), 503),  # the batch was not committed
+        (InProcessDelivery(Queue(None), timeout=0.05), 503),  # never committed in time
+        (InProcessDelivery(Queue(True)), 200),
+    ]
+    body = samples.sample()
+    for delivery, status in cases:
+        app = ReceiverApp(Receiver(app_secrets=(SECRET,)), delivery)
+        runner = web.AppRunner(app.make_app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            port = runner.addresses[0][1]
+            got = await post(http, f"http://127.0.0.1:{port}/webhook", body)
+            assert got[0] == status
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                assert r.status == (503 if delivery.ready() is False else 200)
+        finally:
+            await runner.cleanup()

@@ -95,6 +95,8 @@ class InProcessDelivery:
         return self._ready()
 
     async def __call__(self, accepted: Accepted) -> str:
+        if not self._ready():
+            raise DeliveryError("the pipeline is not running")
         try:
             async with asyncio.timeout(self.timeout):
                 done = await self.queue.put(accepted.body, received_at=accepted.received_at)

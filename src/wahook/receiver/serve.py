@@ -78,6 +78,7 @@ class Server:
         self.app: ReceiverApp | None = None
         self.notes: dict[str, str] = {}
         self.credentials: Credentials = NO_CREDENTIALS
+        self.pipeline_task: asyncio.Task[Any] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._runner: web.AppRunner | None = None
         self._embedded: Any = None
@@ -229,14 +230,18 @@ class Server:
         pipeline = Pipeline.from_settings(source, PostgresSink(self._pg_pool), batching)
         stop = asyncio.Event()
         task = asyncio.create_task(pipeline.run(stop), name="wahook-serve-pipeline")
+        self.pipeline_task = task
 
         async def drain() -> None:
             source.close()
             try:
-                await asyncio.wait_for(asyncio.shield(task), s.grace_seconds)
-            except TimeoutError:
-                stop.set()
-                await task
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), s.grace_seconds)
+                except TimeoutError:
+                    stop.set()
+                    await task
+            except Exception:  # already ended on its own: say why, and go on stopping
+                log.exception("pipeline_failed")
 
         self._stack.push_async_callback(drain)
         self.notes["delivery"] = (
@@ -293,8 +298,21 @@ async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
     from wahook.runtime.signals import stop_on_signals
 
     stop = asyncio.Event()
+    status = 0
     with stop_on_signals(stop):
-        async with Server(settings, out=out):
-            await stop.wait()
-            print("wahook serve: stopping, storing what was accepted ...", file=out or sys.stdout)
-    return 0
+        async with Server(settings, out=out) as server:
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+            if server.pipeline_task is not None:
+                waits.add(server.pipeline_task)
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for future in pending - {server.pipeline_task}:
+                future.cancel()
+            if server.pipeline_task in done:
+                # The pipeline ended by itself (it cannot reach its database ...): stop
+                # taking webhooks so a supervisor restarts us, rather than answer 503s.
+                print("wahook serve: the pipeline stopped; stopping", file=sys.stderr)
+                status = 1
+            else:
+                print("wahook serve: stopping, storing what was accepted ...",
+                      file=out or sys.stdout)  # fmt: skip
+    return status
