@@ -259,3 +259,24 @@ def test_summary_of_several_entries() -> None:
     assert s.fields == ("messages", "account_update")
     assert (s.entries, s.changes, s.messages, s.statuses) == (2, 3, 1, 1)
     assert json.loads(body)["entry"][1]["changes"][1]["field"] == "account_update"
+
+
+def test_a_large_history_change_splits_between_history_items() -> None:
+    def item(i: int) -> dict[str, Any]:
+        msgs = [samples.text_message(i * 100 + k) for k in range(8)]
+        for m in msgs:
+            m["history_context"] = {"status": "READ"}
+        return {"metadata": {"phase": 0, "chunk_order": i, "progress": i},
+                "threads": [{"id": samples.SENDER, "messages": msgs}]}  # fmt: skip
+
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "1", "phone_number_id": samples.PHONE_NUMBER_ID},
+        "history": [item(i) for i in range(60)],
+    }
+    body = samples.notification((samples.WABA_ID, [{"field": "history", "value": value}]))
+    parts = split(body, 20_000)
+    assert len(parts) > 5
+    assert all(len(p) <= 20_000 for p in parts)
+    assert len(events_of(body)) == 60
+    assert events_of(*parts) == events_of(body)
