@@ -269,3 +269,24 @@ def test_lone_contact_without_wa_id_matches() -> None:
     )
     assert ev.contact is not None
     assert ev.contact.name == "Zoe"
+
+
+@pytest.mark.parametrize(
+    ("contact", "sender", "user_id", "matched"),
+    [
+        ('{"wa_id":"1"}', "1", None, True),
+        ('{"wa_id":"1"}', "2", None, False),  # someone else
+        ('{"wa_id":"1","user_id":"U"}', "2", "U", True),  # the user id still matches
+        ('{"wa_id":"","user_id":"U"}', "2", None, True),  # nothing to compare: the lone one
+        ('{"user_id":"U"}', "", "V", False),
+        ('{"user_id":"U"}', "", None, True),
+    ],
+)
+def test_lone_contact_matching(
+    contact: str, sender: str, user_id: str | None, matched: bool
+) -> None:
+    msg = text_message("wamid.A", '"x"', sender=sender)
+    if user_id:
+        msg = msg[:-1] + f',"from_user_id":"{user_id}"}}'
+    ev = only_message(body_with(messages=msg, contacts=contact))
+    assert (ev.contact is not None) is matched

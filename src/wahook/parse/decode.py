@@ -402,8 +402,7 @@ class _Fanout:
         display = meta.display_phone_number if meta is not None else None
         find = None
         if value.contacts:
-            senders = _Senders(self._contacts(value.contacts, vpath, field, waba_id, pnid))
-            find = senders.find if senders else None
+            find = _finder(self._contacts(value.contacts, vpath, field, waba_id, pnid))
         if messages is not None:
             self._array(_MESSAGES, messages, field, waba_id, pnid, display, find, None, vpath)
         if statuses is not None:
@@ -472,51 +471,39 @@ class _Fanout:
         return out
 
 
-class _Senders:
-    """The ``contacts[]`` of a value, to find the contact of a message or status: matched on
-    wa_id, then user_id; a lone contact when neither identifies anyone. Never pairs
-    contacts[i] with messages[i] blindly (``system`` messages come without contacts)."""
+_Find = Callable[[str | None, str | None], Contact | None]
 
-    __slots__ = ("_by_user", "_by_wa", "_contacts", "_lone")
 
-    def __init__(self, contacts: Sequence[Contact]) -> None:
-        self._contacts = contacts
-        self._lone = contacts[0] if len(contacts) == 1 else None
-        # Big batches carry one contact per message: index them. The first contact of a
-        # given id wins, as the linear search of small lists finds it.
-        self._by_wa: dict[str, Contact] | None = None
-        self._by_user: dict[str, Contact] | None = None
-        if len(contacts) > 8:
-            self._by_wa = {c.wa_id: c for c in reversed(contacts) if c.wa_id}
-            self._by_user = {c.user_id: c for c in reversed(contacts) if c.user_id}
-
-    def __bool__(self) -> bool:
-        return bool(self._contacts)
-
-    def _get(self, wa_id: str | None, user_id: str | None) -> Contact | None:
-        if self._by_wa is not None and self._by_user is not None:
-            found = self._by_wa.get(wa_id) if wa_id else None
-            if found is None and user_id:
-                found = self._by_user.get(user_id)
-            return found
-        if wa_id:
-            for c in self._contacts:
-                if c.wa_id == wa_id:
-                    return c
-        if user_id:
-            for c in self._contacts:
-                if c.user_id == user_id:
-                    return c
+def _finder(contacts: Sequence[Contact]) -> _Find | None:
+    """How to find the contact of a message or status among a value's ``contacts[]``:
+    matched on wa_id, then user_id; a lone contact when neither identifies anyone (or when
+    it has no wa_id to compare). Never pairs contacts[i] with messages[i] blindly:
+    ``system`` messages come without contacts. None when there are no contacts."""
+    if not contacts:
         return None
+    if len(contacts) == 1:
+        lone = contacts[0]
 
-    def find(self, wa_id: str | None, user_id: str | None) -> Contact | None:
-        found = self._get(wa_id, user_id)
-        if found is not None:
-            return found
-        lone = self._lone
-        if lone is not None and (not (wa_id or user_id) or (wa_id and not lone.wa_id)):
-            return lone
-        return None
+        def find_lone(wa_id: str | None, user_id: str | None) -> Contact | None:
+            if wa_id and (lone.wa_id == wa_id or not lone.wa_id):
+                return lone
+            if user_id and lone.user_id == user_id:
+                return lone
+            return lone if not (wa_id or user_id) else None
+
+        return find_lone
+    # Big batches carry one contact per message: index them. The first contact of a given
+    # id wins, as a linear search would find it.
+    by_wa = {c.wa_id: c for c in reversed(contacts) if c.wa_id}
+    by_user = {c.user_id: c for c in reversed(contacts) if c.user_id}
+
+    def find(wa_id: str | None, user_id: str | None) -> Contact | None:
+        found = by_wa.get(wa_id) if wa_id else None
+        if found is None and user_id:
+            found = by_user.get(user_id)
+        return found
+
+    return find
 
 
 # --- the json.loads path, for bodies msgspec cannot read (lone surrogates) --------------
@@ -634,7 +621,7 @@ class _ObjectChange:
         meta = self._convert(value.get("metadata") or {}, Metadata, self.vpath, "metadata")
         self.phone_number_id = meta.phone_number_id if meta else None
         display = meta.display_phone_number if meta else None
-        contacts = _Senders([
+        find = _finder([
             c
             for k, obj in enumerate(_array(value.get("contacts")))
             if (c := self._convert(obj, Contact, f"{self.vpath}.contacts[{k}]", "contact"))
@@ -645,7 +632,7 @@ class _ObjectChange:
                 continue
             found = True
             for k, obj in enumerate(value[key]):
-                self._item(key, what, obj, f"{self.vpath}.{key}[{k}]", contacts, display)
+                self._item(key, what, obj, f"{self.vpath}.{key}[{k}]", find, display)
         if not found:
             self._whole()
 
@@ -655,20 +642,20 @@ class _ObjectChange:
         what: str,
         obj: Any,
         path: str,
-        contacts: _Senders,
+        find: _Find | None,
         display: str | None,
     ) -> None:
         pid = self.phone_number_id
         if key == "messages":
             m = self._convert(obj, Message, path, what)
             if m is not None:
-                c = contacts.find(m.from_, m.from_user_id)
+                c = find(m.from_, m.from_user_id) if find else None
                 self.events.append(MessageEvent(self.field, self.waba_id, pid, display, c, m,
                                                 _dump(obj), path))  # fmt: skip
         elif key == "statuses":
             s = self._convert(obj, Status, path, what)
             if s is not None:
-                c = contacts.find(s.recipient_id, s.recipient_user_id)
+                c = find(s.recipient_id, s.recipient_user_id) if find else None
                 self.events.append(StatusEvent(self.field, self.waba_id, pid, display, c, s,
                                                _dump(obj), path))  # fmt: skip
         else:
