@@ -49,12 +49,15 @@ m.unix_time_millis = lambda: time.time() * 1000
 def _retained(self, queue_name, message):
     period = int(self.get_queue(queue_name).message_retention_period)
     return period + message.sent_timestamp / 1000 > time.time()
-m.SQSBackend.is_message_valid_based_on_retention_period = _retained
-_delete = m.Queue.delete_message
+# Only what this moto has: a newer one may have fixed or renamed these.
+if hasattr(m.SQSBackend, "is_message_valid_based_on_retention_period"):
+    m.SQSBackend.is_message_valid_based_on_retention_period = _retained
+_delete = getattr(m.Queue, "delete_message", None)
 def _locked_delete(self, receipt_handle):
     with self._messages_lock:
         _delete(self, receipt_handle)
-m.Queue.delete_message = _locked_delete
+if _delete is not None and hasattr(m.Queue, "add_message"):
+    m.Queue.delete_message = _locked_delete
 from moto.server import main
 main(sys.argv[1:])
 """
