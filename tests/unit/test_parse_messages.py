@@ -184,7 +184,7 @@ def test_contacts_message_full_vcard() -> None:
     assert [(u.url, u.type) for u in card.urls] == [("https://www.luckyshrub.example", "WORK")]
     assert minimal.name is not None
     assert minimal.name.formatted_name == "Just A Name"
-    assert (minimal.phones, minimal.emails, minimal.org, minimal.birthday) == ([], [], None, None)
+    assert (minimal.phones, minimal.emails, minimal.org, minimal.birthday) == ((), (), None, None)
 
 
 def test_interactive_replies() -> None:

@@ -46,7 +46,7 @@ def test_sent_with_conversation_cbp_pricing_and_callback_data() -> None:
         origin=m.Origin(type="marketing"),
     )
     assert s.pricing == m.Pricing(billable=True, pricing_model="CBP", category="marketing")
-    assert s.errors == []
+    assert s.errors == ()
     assert ev.contact is None
     assert ev.path == "entry[0].changes[0].value.statuses[0]"
     assert json.loads(ev.raw)["pricing"]["pricing_model"] == "CBP"

@@ -141,11 +141,11 @@ class SharedContact(Base, frozen=True):
     """One vCard-like item of a ``contacts`` message (§3.6)."""
 
     name: Name | None = None
-    phones: list[Phone] = []
-    emails: list[Email] = []
-    addresses: list[Address] = []
+    phones: tuple[Phone, ...] = ()
+    emails: tuple[Email, ...] = ()
+    addresses: tuple[Address, ...] = ()
     org: Org | None = None
-    urls: list[Url] = []
+    urls: tuple[Url, ...] = ()
     birthday: str | None = None
 
 
@@ -227,7 +227,7 @@ class ProductItem(Base, frozen=True):
 class Order(Base, frozen=True):
     catalog_id: str | None = None
     text: str | None = None
-    product_items: list[ProductItem] = []
+    product_items: tuple[ProductItem, ...] = ()
 
 
 class System(Base, frozen=True):
@@ -303,7 +303,7 @@ class Message(Base, frozen=True):
     context: Context | None = None
     referral: Referral | None = None
     identity: Identity | None = None
-    errors: list[Error] = []
+    errors: tuple[Error, ...] = ()
     text: Text | None = None
     image: Media | None = None
     audio: Media | None = None
@@ -396,7 +396,7 @@ class Status(Base, frozen=True):
     biz_opaque_callback_data: str | None = None
     conversation: Conversation | None = None
     pricing: Pricing | None = None
-    errors: list[Error] = []
+    errors: tuple[Error, ...] = ()
     type: str | None = None
 
 
@@ -434,7 +434,7 @@ class TemplateComponentsUpdate(Base, frozen=True):
     message_template_element: str | None = None
     message_template_title: str | None = None
     message_template_footer: str | None = None
-    message_template_buttons: list[TemplateButton] = []
+    message_template_buttons: tuple[TemplateButton, ...] = ()
 
 
 class TemplateCategoryUpdate(Base, frozen=True):
@@ -554,7 +554,7 @@ class Call(Base, frozen=True):
     duration: Scalar | None = None
     biz_opaque_callback_data: str | None = None
     session: CallSession | None = None
-    errors: list[Error] = []
+    errors: tuple[Error, ...] = ()
 
 
 class StateSyncContact(Base, frozen=True):
@@ -579,7 +579,7 @@ class HistoryItem(Base, frozen=True):
     """One history chunk; its thread messages stay in the raw JSON (they can be thousands)."""
 
     metadata: HistoryMetadata | None = None
-    errors: list[Error] = []
+    errors: tuple[Error, ...] = ()
 
 
 class Group(Base, frozen=True):
@@ -588,7 +588,7 @@ class Group(Base, frozen=True):
     timestamp: Scalar | None = None
     request_id: str | None = None
     subject: str | None = None
-    errors: list[Error] = []
+    errors: tuple[Error, ...] = ()
 
 
 # field name -> Struct of the whole value, for fields whose value is one object.
