@@ -99,8 +99,33 @@ async def _admin(pg_dsn: str, *statements: str) -> None:
         await conn.close()
 
 
+async def _drop_leftovers(pg_dsn: str) -> None:
+    """Drop test databases left by sessions that were killed (their process is gone).
+
+    Only on a server on this machine, where the pid in a name means something; a name
+    whose pid is alive (another session running now) is left alone."""
+    if (urlsplit(pg_dsn).hostname or "localhost") not in ("127.0.0.1", "localhost", "::1"):
+        return
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname ~ '^wahook_(tpl|t)_[0-9]+_'"
+        )
+        for (name,) in names:
+            pid = int(name.split("_")[2])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except PermissionError:
+                pass  # alive, someone else's
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_dsn: str) -> Iterator[str]:
+    asyncio.run(_drop_leftovers(pg_dsn))
     name = f"wahook_tpl_{os.getpid()}_{secrets.token_hex(3)}"
     asyncio.run(_admin(pg_dsn, f'CREATE DATABASE "{name}"'))
     try:
