@@ -184,3 +184,28 @@ async def test_a_signal_sets_the_stop_event_and_handlers_are_removed_after() -> 
         await asyncio.wait_for(stop.wait(), 10)
     assert stop.is_set()
     assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("command", ["worker", "replay"])
+def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from wahook.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"wahook {command}" in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wahook.cli import build_parser
+    from wahook.runtime.commands import _settings
+
+    monkeypatch.setenv("WAHOOK_BATCH_SIZE", "10")
+    monkeypatch.setenv("SQS_QUEUE_URL", "https://sqs.example/1/q")
+    args = build_parser().parse_args(["worker", "--batch-size", "20", "--receivers", "8"])
+    try:
+        settings = _settings(args)
+    finally:
+        structlog.reset_defaults()
+    assert (settings.batch_size, settings.sqs_receivers) == (20, 8)
+    assert settings.queue_url == "https://sqs.example/1/q"
