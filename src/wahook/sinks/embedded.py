@@ -182,6 +182,14 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700)
         user = self._user()
         if user is not None:
+            for parent in self.data_dir.parents:
+                st = parent.stat()
+                if st.st_uid != user.pw_uid and not st.st_mode & 0o001:
+                    raise EmbeddedPostgresError(
+                        f"PostgreSQL runs as {user.pw_name!r} (it refuses root), who cannot "
+                        f"enter {parent}; choose a data dir elsewhere (WAHOOK_DATA_DIR) or "
+                        f"chmod o+x {parent}"
+                    )
             # The server's user must own its cluster and be able to write its log.
             for path in (self.data_dir, self.pgdata):
                 os.chown(path, user.pw_uid, user.pw_gid)
