@@ -295,6 +295,10 @@ def main() -> None:
                      f"{rate:,.0f} req/s", f"{per_cpu:,.0f} req per CPU-second of the server "
                      f"(target ≥ 3,000 on one core); {total} signed 1 KB POSTs, {conns} conns, "
                      f"non-200: {bad}"))  # fmt: skip
+        rate, _, bad = serve_throughput(200, 1)
+        rows.append(("`wahook serve`, one connection: time per POST", f"{1000 / rate:.0f} ms",
+                     f"200 signed 1 KB POSTs one after another, non-200: {bad} "
+                     "(Meta: median < 250 ms)"))  # fmt: skip
         rate, per_cpu, bad = receiver_only_throughput(total, 64)
         rows.append(("receiver app alone (SQS recorder as delivery)", f"{rate:,.0f} req/s",
                      f"{per_cpu:,.0f} req per CPU-second; {total} signed 1 KB POSTs, 64 conns, "
