@@ -161,3 +161,37 @@ async def test_phone_number_id_routes_to_one_organization(pool: asyncpg.Pool) ->
     await pool.execute(add, "a")
     with pytest.raises(asyncpg.UniqueViolationError):
         await pool.execute(add, "b")
+
+
+async def test_cli_org_add_applies_what_waited_in_quarantine(
+    pool: asyncpg.Pool, db_dsn: str
+) -> None:
+    from wahook.sinks.postgres import PostgresSink
+    from wahook.testing import notification, record, text_message
+
+    body = notification(messages=[text_message("wamid.ORGCLI1")], phone_number_id="777000")
+    await PostgresSink(pool).write([record(body)])
+    assert await pool.fetchval("SELECT count(*) FROM incoming_messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL") == 1
+
+    code, out = await _cli("org", "add", "--dsn", db_dsn, "--name", "Late Co")
+    assert code == 1
+    assert "--phone-number-id or --waba-id" in out
+
+    code, out = await _cli(
+        "org", "add", "--dsn", db_dsn, "--name", "Late Co",
+        "--phone-number-id", "777000", "--app-secret", "s3cret-value",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "quarantine replayed: 1 applied, 0 still without an organization" in out
+    org = await pool.fetchval("SELECT id FROM organizations WHERE name = 'Late Co'")
+    assert await pool.fetchval(
+        "SELECT organization_id FROM incoming_messages WHERE whatsapp_message_id = 'wamid.ORGCLI1'"
+    ) == org
+    assert await pool.fetchval("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL") == 0
+
+    code, out = await _cli("org", "list", "--dsn", db_dsn)
+    assert code == 0
+    assert "Late Co" in out
+    assert "777000" in out
+    assert "s3cret-value" not in out

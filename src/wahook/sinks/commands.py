@@ -29,6 +29,18 @@ examples:
 """
 
 
+ORG_EPILOG = """\
+examples:
+  wahook org add --name "Default Organization" --phone-number-id 106540352242922 \\
+                 --waba-id 102290129340398 --embedded
+  wahook org add --name Acme --phone-number-id 1065... --verify-token T --app-secret S
+  wahook org list --embedded
+
+Adding an organization applies the quarantined items that were waiting for it (events
+whose phone_number_id / WABA id matched no organization), unless --no-replay is given.
+"""
+
+
 def _add_dsn(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
@@ -65,6 +77,30 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     stats.add_argument("--organization", type=int, help="only this organization's campaigns")
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
     stats.set_defaults(func=run_stats)
+
+    org = sub.add_parser(
+        "org",
+        help="add or list organizations (tenants)",
+        description="Register the organizations webhooks are routed to.",
+        epilog=ORG_EPILOG,
+        formatter_class=fmt,
+    )
+    org_sub = org.add_subparsers(dest="org_command", metavar="ACTION", required=True)
+    add = org_sub.add_parser(
+        "add", help="add an organization, then apply its quarantined items", epilog=ORG_EPILOG,
+        formatter_class=fmt,
+    )  # fmt: skip
+    _add_dsn(add)
+    add.add_argument("--name", required=True, help="a name people recognise")
+    add.add_argument("--phone-number-id", help="metadata.phone_number_id of its webhooks")
+    add.add_argument("--waba-id", help="its WhatsApp Business Account id (entry.id)")
+    add.add_argument("--verify-token", help="its webhook verify token (GET handshake)")
+    add.add_argument("--app-secret", help="its Meta app secret (POST signatures)")
+    add.add_argument("--no-replay", action="store_true", help="leave the quarantine as it is")
+    add.set_defaults(func=run_org_add)
+    listing = org_sub.add_parser("list", help="list organizations (secrets not shown)")
+    _add_dsn(listing)
+    listing.set_defaults(func=run_org_list)
 
 
 def resolve_dsn(args: argparse.Namespace) -> str:
@@ -156,3 +192,69 @@ def _table(header: list[str], rows: list[Any]) -> str:
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def run_org_add(args: argparse.Namespace) -> int:
+    if not (args.phone_number_id or args.waba_id):
+        return _fail(ConfigError("give --phone-number-id or --waba-id (or both)"))
+    try:
+        dsn = resolve_dsn(args)
+        org_id, replayed = asyncio.run(_org_add(dsn, args))
+    except _database_errors() as exc:
+        return _fail(exc)
+    print(f"organization {org_id} added: {args.name}")
+    if replayed is not None:
+        print(
+            f"quarantine replayed: {replayed.applied} applied, "
+            f"{replayed.still_unrouted} still without an organization"
+        )
+    return 0
+
+
+async def _org_add(dsn: str, args: argparse.Namespace) -> tuple[int, Any]:
+    import asyncpg
+
+    from wahook.sinks.postgres import add_organization, replay_quarantine
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        org_id = await add_organization(
+            pool,
+            name=args.name,
+            phone_number_id=args.phone_number_id,
+            waba_id=args.waba_id,
+            verify_token=args.verify_token,
+            app_secret=args.app_secret,
+        )
+        replayed = None if args.no_replay else await replay_quarantine(pool)
+        return org_id, replayed
+    finally:
+        await pool.close()
+
+
+def run_org_list(args: argparse.Namespace) -> int:
+    try:
+        dsn = resolve_dsn(args)
+        orgs = asyncio.run(_org_list(dsn))
+    except _database_errors() as exc:
+        return _fail(exc)
+    rows = [
+        [o.id, o.name, o.phone_number_id, o.waba_id, "yes" if o.verify_token else "no",
+         "yes" if o.app_secret else "no"]
+        for o in orgs
+    ]  # fmt: skip
+    header = ["id", "name", "phone_number_id", "waba_id", "verify_token", "app_secret"]
+    print(_table(header, rows) if rows else "no organizations")
+    return 0
+
+
+async def _org_list(dsn: str) -> list[Any]:
+    import asyncpg
+
+    from wahook.sinks.queries import organization_secrets
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await organization_secrets(conn))
+    finally:
+        await conn.close()
