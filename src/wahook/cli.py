@@ -65,7 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    return func(args)
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        # A second Ctrl-C means "stop now": no traceback, the shell's usual status.
+        print("wahook: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
