@@ -214,7 +214,7 @@ async def run_per_event(dsn: str, records: list[Record], outbound: list[Outbound
                     await conn.execute(ORIGINAL_AUDIT, *row)
                 for s in prep.statuses.values():
                     for statement in ORIGINAL_STATUS:
-                        await conn.execute(statement, s.org, s.wamid, s.status)
+                        await conn.execute(statement, s[0], s[1], s[4])
                 if prep.inbound:
                     _, incoming = prep.inbound_rows()
                     for i in incoming:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -34,7 +35,15 @@ import msgspec
 
 from wahook.errors import PermanentError, TransientError
 from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
-from wahook.parse.models import ITEM_TYPES, VALUE_TYPES, Base, Contact, Message, Status
+from wahook.parse.models import (
+    ITEM_TYPES,
+    VALUE_TYPES,
+    Base,
+    Contact,
+    Message,
+    Pricing,
+    Status,
+)
 from wahook.sinks import rows, sql
 from wahook.sinks.base import Event, Record, WriteResult
 
@@ -42,6 +51,9 @@ if TYPE_CHECKING:
     import asyncpg
 
 T = TypeVar("T")
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)
+# org (None: no organization), cleaned field, WABA id, phone number id; dedup scope.
+_Route = tuple[int | None, str | None, str | None, str | None, str]
 
 # SQLSTATE classes and codes worth a retry.
 _TRANSIENT_CLASSES = ("08", "40", "53", "57")
@@ -113,23 +125,17 @@ class Item:
     problems: Sequence[Problem] = ()
 
 
-@dataclasses.dataclass(slots=True)
-class _StatusRow:
-    org: int
-    wamid: str
-    phone: str | None = None
-    user_id: str | None = None
-    status: str = ""
-    rank: int = 0
-    skey: bytes = b""
-    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
-    times: dict[str, int] = dataclasses.field(default_factory=dict)
-    pricing: str | None = None
-    pkey: bytes | None = None
-    conv_id: str | None = None
-    conv: str | None = None
-    ckey: bytes | None = None
-    opaque: str | None = None
+# A merged ``messages`` row of statuses (a list, in the column order of
+# wahook_stage_statuses): org, wamid, phone, user id, status, rank, status key, the five
+# <status>_at, error code, title, message, errors, pricing, its key, conversation id,
+# conversation, its key, opaque callback data.
+_ST_PHONE, _ST_USER, _ST_STATUS, _ST_RANK, _ST_SKEY = 2, 3, 4, 5, 6
+_ST_PRICING, _ST_PKEY, _ST_CONV_ID, _ST_CONV, _ST_CKEY, _ST_OPAQUE = 16, 17, 18, 19, 20, 21
+# <status>_at column of a status value.
+_TIME_INDEX = {
+    name: 7 + i for i, name in enumerate(rows.TIMED_STATUSES) if name in rows.STATUS_RANK
+}
+_NO_ERRORS = (None, None, None, None)
 
 
 def _least(a: T | None, b: T | None) -> T | None:
@@ -161,7 +167,7 @@ class _Prepared:
     def __init__(self, items: Iterable[Item], router: TenantRouter) -> None:
         self.quarantine: dict[bytes, list[Any]] = {}
         self.events: dict[bytes, list[Any]] = {}
-        self.statuses: dict[tuple[int, str], _StatusRow] = {}
+        self.statuses: dict[tuple[int, str], list[Any]] = {}
         self.inbound: dict[tuple[int, str], tuple[bytes, MessageEvent, str, bytes | None]] = {}
         self.replies: set[tuple[int, str]] = set()
         self.reply_locks: set[int] = set()
@@ -170,9 +176,19 @@ class _Prepared:
         self.problems = 0
         # Field names, status values, phone number and WABA ids repeat across a batch.
         self._texts: dict[str | None, str | None] = {None: None}
+        # (field, WABA id, phone number id) -> organization, the three cleaned, dedup scope.
+        self._routes: dict[tuple[str, str, str | None], _Route] = {}
+        self._names: dict[str, tuple[str, int, bytes, int]] = {}
+        # Pricing texts: equal Pricing structs (str and bool fields) encode alike.
+        self._pricing: dict[Pricing, str | None] = {}
+        self._router = router
+        fast = self._status_event
         for item in items:
+            src, recv = item.source_id, item.received_at
             for ev in item.events:
-                self._event(ev, item, router)
+                # Routed statuses (nearly all events) take the fast path; the rest, this.
+                if ev.__class__ is not StatusEvent or not fast(ev, src, recv):
+                    self._event(ev, item, router)
             for p in item.problems:
                 self._problem(p, item)
 
@@ -203,6 +219,134 @@ class _Prepared:
         except KeyError:
             clean = self._texts[value] = rows.clean_text(value)
             return clean
+
+    def _route(self, field: str, waba: str, pnid: str | None) -> _Route:
+        text = self._text
+        where = f"p:{pnid}" if pnid else f"w:{waba}"  # as rows.dedup_key spells it
+        route = (self._router.route(pnid, waba), text(field), text(waba), text(pnid), where)
+        self._routes[(field, waba, pnid)] = route
+        return route
+
+    def _name(self, value: str) -> tuple[str, int, bytes, int]:
+        """A status value: cleaned, its rank, the prefix of its status keys (as
+        ``rows.status_key`` spells them) and its <status>_at index, -1 for none."""
+        name = self._text(value) or ""
+        rank = rows.status_rank(name)
+        prefix = bytes((rank,)) + name.encode("utf-8", "surrogatepass") + b"\x00"
+        named = self._names[value] = (name, rank, prefix, _TIME_INDEX.get(name, -1))
+        return named
+
+    def _status_event(self, ev: StatusEvent, src: str | None, recv: float | None) -> bool:
+        """``_event`` of a status, inlined: the same rows and keys, computed once. False
+        (and nothing done) when the status has no organization."""
+        pnid, waba, field = ev.phone_number_id, ev.waba_id, ev.field
+        route = self._routes.get((field, waba, pnid))
+        if route is None:
+            route = self._route(field, waba, pnid)
+        org, cfield, cwaba, cpnid, where = route
+        if org is None:
+            return False
+        s = ev.status
+        sid, value = s.id, s.status
+        raw = ev.raw
+        # rows.dedup_key, rows.content_key, rows.jsonb_text (fast path: ASCII, no \u).
+        h = _BLAKE2B_16.copy()  # = blake2b(data, digest_size=16), without parsing arguments
+        h.update(f"s\x1f{where}\x1f{sid}\x1f{value}".encode("utf-8", "surrogatepass"))
+        dkey = h.digest()
+        h = _BLAKE2B_16.copy()
+        h.update(raw)
+        ckey = h.digest()
+        payload: str
+        raw_col: bytes | None
+        if raw.isascii() and b"\\" not in raw:  # no escape at all, so no \u
+            payload, raw_col = raw.decode("ascii"), None
+        else:
+            payload, raw_col = rows.jsonb_text(raw)
+        wamid = sid if sid.isascii() and "\x00" not in sid else (rows.clean_text(sid) or "")
+        named = self._names.get(value)
+        if named is None:
+            named = self._name(value)
+        name, rank, prefix, tindex = named
+        stamp = s.timestamp  # rows.epoch
+        if stamp.__class__ is str and len(stamp) <= 10 and stamp.isascii() and stamp.isdigit():
+            ts: int | None = int(stamp)
+        else:
+            ts = rows.epoch(stamp)
+        old = self.events.get(dkey)
+        if old is None:
+            self.events[dkey] = [org, cfield, ev.kind, name, wamid, name, cwaba, cpnid, ts,
+                                 payload, raw_col, ckey, dkey, src, recv]  # fmt: skip
+        else:
+            if ckey < old[11]:
+                old[3], old[8], old[9], old[10], old[11] = name, ts, payload, raw_col, ckey
+            old[13] = _least(old[13], src)
+            old[14] = _least(old[14], recv)
+        self.routed += 1
+        # _status
+        row = self.statuses.get((org, wamid))
+        if row is None:
+            row = self.statuses[(org, wamid)] = [org, wamid, None, None, "", 0, b"", None, None,
+                                                 None, None, None, None, None, None, None, None,
+                                                 None, None, None, None, None]  # fmt: skip
+        skey = prefix + (ts if ts is not None else 0).to_bytes(8, "big") + ckey
+        clean = rows.clean_text
+        v = s.recipient_id
+        if v is not None:
+            if not (v.isascii() and "\x00" not in v):
+                v = clean(v)
+            cur = row[_ST_PHONE]
+            if cur is None or v < cur:
+                row[_ST_PHONE] = v
+        v = s.recipient_user_id
+        if v is not None:
+            if not (v.isascii() and "\x00" not in v):
+                v = clean(v)
+            cur = row[_ST_USER]
+            if cur is None or v < cur:
+                row[_ST_USER] = v
+        v = s.biz_opaque_callback_data
+        if v is not None:
+            if not (v.isascii() and "\x00" not in v):
+                v = clean(v)
+            cur = row[_ST_OPAQUE]
+            if cur is None or v < cur:
+                row[_ST_OPAQUE] = v
+        if ts is not None and tindex >= 0:
+            cur = row[tindex]
+            if cur is None or ts < cur:
+                row[tindex] = ts
+        pricing = s.pricing
+        if s.errors or s.conversation is not None:
+            if skey > row[_ST_SKEY] or pricing is not None or s.conversation is not None:
+                self._facts(row, s, skey)
+        elif skey > row[_ST_SKEY] or pricing is not None:
+            # rows.status_facts of a status without errors or conversation.
+            if skey > row[_ST_SKEY]:
+                row[_ST_STATUS], row[_ST_RANK], row[_ST_SKEY] = name, rank, skey
+                row[12:16] = _NO_ERRORS
+            if pricing is not None:
+                text = self._pricing.get(pricing)
+                if text is None:
+                    text = self._pricing[pricing] = rows.json_text(pricing)
+                if text is not None and (row[_ST_PKEY] is None or skey > row[_ST_PKEY]):
+                    row[_ST_PRICING], row[_ST_PKEY] = text, skey
+        return True
+
+    def _facts(self, row: list[Any], s: Status, skey: bytes) -> None:
+        facts = rows.status_facts(s)
+        if skey > row[_ST_SKEY]:
+            named = self._names.get(s.status) or self._name(s.status)
+            row[_ST_STATUS], row[_ST_RANK], row[_ST_SKEY] = named[0], named[1], skey
+            row[12:16] = (facts["error_code"], facts["error_title"], facts["error_message"],
+                          facts["errors"])  # fmt: skip
+        if facts["pricing"] is not None and (row[_ST_PKEY] is None or skey > row[_ST_PKEY]):
+            row[_ST_PRICING], row[_ST_PKEY] = facts["pricing"], skey
+        if facts["conversation"] is not None and (row[_ST_CKEY] is None or skey > row[_ST_CKEY]):
+            row[_ST_CONV_ID], row[_ST_CONV], row[_ST_CKEY] = (
+                facts["conversation_id"],
+                facts["conversation"],
+                skey,
+            )
 
     def _event(self, ev: Event, item: Item, router: TenantRouter) -> None:
         org = router.route(ev.phone_number_id, ev.waba_id)
@@ -262,35 +406,23 @@ class _Prepared:
         s = ev.status
         row = self.statuses.get((org, wamid))
         if row is None:
-            row = self.statuses[(org, wamid)] = _StatusRow(org, wamid)
+            row = self.statuses[(org, wamid)] = [org, wamid, None, None, "", 0, b"", None, None,
+                                                 None, None, None, None, None, None, None, None,
+                                                 None, None, None, None, None]  # fmt: skip
         skey = rows.status_key(name, ts, ckey)
         if s.recipient_id is not None:
-            row.phone = _least(row.phone, rows.clean_text(s.recipient_id))
+            row[_ST_PHONE] = _least(row[_ST_PHONE], rows.clean_text(s.recipient_id))
         if s.recipient_user_id is not None:
-            row.user_id = _least(row.user_id, rows.clean_text(s.recipient_user_id))
+            row[_ST_USER] = _least(row[_ST_USER], rows.clean_text(s.recipient_user_id))
         if s.biz_opaque_callback_data is not None:
-            row.opaque = _least(row.opaque, rows.clean_text(s.biz_opaque_callback_data))
-        if ts is not None and name in rows.STATUS_RANK:
-            old_ts = row.times.get(name)
+            row[_ST_OPAQUE] = _least(row[_ST_OPAQUE], rows.clean_text(s.biz_opaque_callback_data))
+        tindex = _TIME_INDEX.get(name, -1)
+        if ts is not None and tindex >= 0:
+            old_ts = row[tindex]
             if old_ts is None or ts < old_ts:
-                row.times[name] = ts
-        if skey > row.skey or s.pricing is not None or s.conversation is not None:
-            facts = rows.status_facts(s)
-            if skey > row.skey:
-                row.skey, row.status, row.rank, row.facts = (
-                    skey,
-                    name,
-                    rows.status_rank(name),
-                    facts,
-                )
-            if facts["pricing"] is not None and (row.pkey is None or skey > row.pkey):
-                row.pricing, row.pkey = facts["pricing"], skey
-            if facts["conversation"] is not None and (row.ckey is None or skey > row.ckey):
-                row.conv_id, row.conv, row.ckey = (
-                    facts["conversation_id"],
-                    facts["conversation"],
-                    skey,
-                )
+                row[tindex] = ts
+        if skey > row[_ST_SKEY] or s.pricing is not None or s.conversation is not None:
+            self._facts(row, s, skey)
 
     def _message(
         self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
@@ -312,16 +444,8 @@ class _Prepared:
         return [tuple(self.events[k]) for k in sorted(self.events)]
 
     def status_rows(self) -> list[tuple[Any, ...]]:
-        out: list[tuple[Any, ...]] = []
-        for key in sorted(self.statuses):
-            r = self.statuses[key]
-            f, t = r.facts, r.times
-            out.append((r.org, r.wamid, r.phone, r.user_id, r.status, r.rank, r.skey,
-                        t.get("sent"), t.get("delivered"), t.get("read"), t.get("played"),
-                        t.get("failed"), f["error_code"], f["error_title"], f["error_message"],
-                        f["errors"], r.pricing, r.pkey, r.conv_id, r.conv, r.ckey,
-                        r.opaque))  # fmt: skip
-        return out
+        statuses = self.statuses
+        return [tuple(statuses[k]) for k in sorted(statuses)]
 
     def inbound_rows(self) -> tuple[list[list[Any]], list[tuple[Any, ...]]]:
         """Columns of the inbound ``messages`` rows, and the ``incoming_messages`` rows."""

@@ -115,6 +115,8 @@ def _escape_json(m: re.Match[str]) -> str:
 def jsonb_text(raw: bytes) -> tuple[str, bytes | None]:
     """JSON text jsonb accepts, and the raw bytes when that text had to differ from them
     (``\\u0000`` and lone surrogates are spelled out as text; the bytes keep the truth)."""
+    if raw.isascii() and b"\\" not in raw:  # the common case: no escape at all, so no \\u
+        return raw.decode("ascii"), None
     text = raw.decode("utf-8", "surrogateescape")
     if "\\u" not in text and (text.isascii() or _utf8_clean(text)):
         return text, None
@@ -137,6 +139,8 @@ def clean_text(value: str | None) -> str | None:
     ``\\udXXX`` escapes (the item's raw bytes, kept beside, hold the original)."""
     if value is None:
         return None
+    if value.isascii() and "\x00" not in value:  # the common case, returned as it is
+        return value
     if "\x00" in value:
         value = value.replace("\x00", "\\u0000")
     if value.isascii() or _utf8_clean(value):
