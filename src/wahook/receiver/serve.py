@@ -199,15 +199,11 @@ class Server:
         await migrate_dsn(dsn)
         self.notes["data"] = where
         if self._embedded is not None:
-            psql = Path(self._embedded_bin(), "psql")
+            from wahook.sinks.embedded import bin_dir
+
+            psql = bin_dir() / "psql"
             self.notes["sql shell"] = f"{psql} {dsn}"
         return dsn
-
-    @staticmethod
-    def _embedded_bin() -> Path:
-        from wahook.sinks.embedded import _bin_dir
-
-        return _bin_dir()
 
     async def _pool(self, dsn: str) -> Any:
         import asyncpg

