@@ -85,6 +85,10 @@ def test_serve_embedded_default_end_to_end(workdir: Path) -> None:
         assert "embedded PostgreSQL postgresql://" in text
         assert str(workdir / ".wahook" / "pgdata") in text
         assert (workdir / ".wahook" / "pgdata" / "PG_VERSION").exists()
+        [shell] = [line for line in text.splitlines() if "sql shell:" in line]
+        psql = Path(shell.split("sql shell:", 1)[1].split()[0])
+        assert psql.name == "psql"
+        assert psql.is_file()
         url = f"http://127.0.0.1:{port}/webhook"
         post = subprocess.run(
             [WAHOOK, "post", "--sample", "--messages", "2", "--statuses", "1", "--url", url],
