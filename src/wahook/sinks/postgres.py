@@ -12,7 +12,8 @@ How a batch is written (SQL in ``sinks/sql/*.sql``, parameters only):
 2. Merge in Python what shares a key (ON CONFLICT cannot touch a row twice per statement):
    audit rows by dedup key, statuses by (organization, wamid), incoming messages likewise.
 3. One statement per table, rows sorted by key, in a fixed table order, so concurrent
-   writers take row locks in the same order and never deadlock. The bulk upserts (audit,
+   writers take row locks in the same order and never deadlock; the statuses' messages
+   rows (the rows concurrent batches share) come last. The bulk upserts (audit,
    statuses, incoming) read from per-session staging tables filled by binary COPY, which
    measured faster than UNNEST of parameter arrays; small statements use UNNEST.
 4. Transient errors (connection loss, serialization failure, deadlock ...) are retried with
@@ -532,9 +533,8 @@ async def apply_items(
         await _copy(conn, "wahook_stage_events", prep.event_rows())
         fresh = await conn.fetchval(sql.load("write_events"))
         done.duplicates = prep.routed + prep.unrouted - int(fresh)
-    if prep.statuses:  # messages, then the audience rows mirroring them
+    if prep.statuses:  # staged now, applied last (below)
         await _copy(conn, "wahook_stage_statuses", prep.status_rows())
-        await conn.execute(sql.load("write_statuses"))
     if prep.inbound:
         messages, incoming = prep.inbound_rows()
         # A reply replaced by another item of its wamid may stop replying to a message.
@@ -543,6 +543,12 @@ async def apply_items(
         await conn.execute(sql.load("write_inbound"), *messages)
         await _copy(conn, "wahook_stage_incoming", incoming)
         await conn.execute(sql.load("write_incoming"))
+    if prep.statuses:
+        # The messages rows statuses touch are the ones concurrent batches share (every
+        # status of a message goes to its row), so they are locked as late as possible:
+        # a writer waiting for them waits for this statement and the commit only.
+        # Then the audience rows mirroring them.
+        await conn.execute(sql.load("write_statuses"))
     if prep.replies:
         keys = sorted(prep.replies)
         await conn.execute(
