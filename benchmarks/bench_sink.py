@@ -13,6 +13,8 @@ In the same run, each into a fresh migrated database:
   (ii)  wahook's PostgresSink at batch 1,000 and 5,000;
   (iii) the ceiling: COPY of the same number of audit rows into an UNLOGGED table with no
         constraints or indexes.
+Also: the SQL share of (ii) at batch 5,000 (rows prepared in Python beforehand, only the
+transactions timed), the bound of any Python-side optimisation.
 Also measured, to choose the write strategy: the audit-row upsert of a 5,000 batch as
 UNNEST arrays vs COPY into a temporary table then INSERT ... SELECT ... ON CONFLICT.
 
@@ -50,6 +52,7 @@ from wahook.sinks.postgres import (
     TenantRouter,
     _Prepared,
     add_organization,
+    apply_prepared,
     record_outbound,
 )
 from wahook.testing import (
@@ -174,6 +177,28 @@ async def run_sink(
 
         start = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(writers)))
+        return time.perf_counter() - start
+
+
+async def run_sql_share(
+    dsn: str, records: list[Record], outbound: list[Outbound], batch: int
+) -> float:
+    """Seconds of the SQL alone at ``batch``: every batch's rows prepared beforehand (not
+    timed), then its transaction (staging COPYs, upserts, commit) timed. What remains when
+    the sink's Python costs nothing: the bound of any Python-side optimisation."""
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
+        await seed(pool, outbound)
+        router = TenantRouter()
+        async with pool.acquire() as conn:
+            await router.refresh(conn)
+        preps = [
+            _Prepared([Item(r.id, r.received_at, r.events) for r in records[i : i + batch]], router)
+            for i in range(0, len(records), batch)
+        ]
+        start = time.perf_counter()
+        for prep in preps:
+            async with pool.acquire() as conn, conn.transaction():
+                await apply_prepared(conn, prep)
         return time.perf_counter() - start
 
 
@@ -388,6 +413,14 @@ async def main() -> None:
             print(f"(ii)  wahook batch {batch:>5}: {t:.2f}s = {n / t:,.0f} events/s")
             if batch == 5000:
                 await verify(dsn, records, outbound)
+        dsn = await dbs.fresh("sql")
+        t = await run_sql_share(dsn, records, outbound, 5000)
+        results[0] = n / t
+        print(
+            f"(ii)  batch  5000, SQL share only (rows prepared beforehand): {t:.2f}s"
+            f" = {n / t:,.0f} events/s"
+        )
+        await verify(dsn, records, outbound)
         dsn = await dbs.fresh("w2")
         t = await run_sink(dsn, records, outbound, 5000, writers=2)
         results[-5000] = n / t
@@ -407,7 +440,9 @@ async def main() -> None:
             f"COPY {ceiling:,.0f} rows/s"
         )
         for key, rate in results.items():
-            label = "batch 5000, 2 writers" if key < 0 else f"batch {key}"
+            label = {-5000: "batch 5000, 2 writers", 0: "batch 5000, SQL share"}.get(
+                key, f"batch {key}"
+            )
             print(
                 f"wahook {label:<22} {rate:>8,.0f} events/s  {rate / per_event:6.1f}x per-event"
                 f"  {rate / ceiling:.2f}x COPY"

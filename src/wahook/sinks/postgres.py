@@ -521,7 +521,12 @@ async def apply_items(
 ) -> _Applied:
     """Write ``items`` on ``conn``, inside the caller's transaction."""
     await router.refresh(conn)
-    prep = await _prepare(items, router)
+    return await apply_prepared(conn, await _prepare(items, router))
+
+
+async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
+    """The statements of a prepared batch, inside the caller's transaction (the SQL share
+    of a write: ``benchmarks/bench_sink.py`` times it alone)."""
     done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
     if prep.reply_locks:  # first, before any row lock: see lock_replies_shared.sql
         await conn.fetchval(sql.load("lock_replies_shared"), sorted(prep.reply_locks))
