@@ -241,7 +241,7 @@ async def run_per_event(dsn: str, records: list[Record], outbound: list[Outbound
                     for statement in ORIGINAL_STATUS:
                         await conn.execute(statement, s[0], s[1], s[4])
                 if prep.inbound:
-                    _, incoming = prep.inbound_rows()
+                    incoming = prep.inbound_rows()
                     for i in incoming:
                         org, wamid, phone, type_, content = i[0], i[1], i[2], i[5], i[6]
                         await conn.execute(

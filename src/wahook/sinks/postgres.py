@@ -457,16 +457,13 @@ class _Prepared:
     def status_rows(self) -> list[list[Any]]:
         return list(self.statuses.values())
 
-    def inbound_rows(self) -> tuple[list[list[Any]], list[tuple[Any, ...]]]:
-        """Columns of the inbound ``messages`` rows, and the ``incoming_messages`` rows."""
-        messages: list[list[Any]] = []
+    def inbound_rows(self) -> list[tuple[Any, ...]]:
+        """The ``incoming_messages`` rows (staged; the inbound ``messages`` rows are
+        derived from them in SQL)."""
         incoming: list[tuple[Any, ...]] = []
-        for key in sorted(self.inbound):
-            ckey, ev, payload, raw = self.inbound[key]
+        for key, (ckey, ev, payload, raw) in self.inbound.items():
             f = rows.incoming_facts(ev)
             org, wamid = key
-            messages.append([org, wamid, f["from_phone_number"] or None, f["from_user_id"],
-                             f["message_type"], f["content"], f["sent_at"], ckey])  # fmt: skip
             incoming.append((org, wamid, f["from_phone_number"], f["from_user_id"],
                              f["profile_name"], f["message_type"], f["content"], f["media_id"],
                              f["media_mime_type"], f["media_sha256"], f["media_filename"],
@@ -477,7 +474,7 @@ class _Prepared:
                              f["phone_number_id"], payload, raw, ckey))  # fmt: skip
             if f["context_message_id"]:
                 self.replies.add((org, f["context_message_id"]))
-        return _columns(messages, 8), incoming
+        return incoming
 
 
 def _columns(table: Iterable[list[Any]], width: int) -> list[list[Any]]:
@@ -541,13 +538,11 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
     if prep.statuses:  # staged now, applied last (below)
         await _copy(conn, "wahook_stage_statuses", prep.status_rows())
     if prep.inbound:
-        messages, incoming = prep.inbound_rows()
+        await _copy(conn, "wahook_stage_incoming", prep.inbound_rows())
         # A reply replaced by another item of its wamid may stop replying to a message.
-        for r in await conn.fetch(sql.load("incoming_contexts"), messages[0], messages[1]):
+        for r in await conn.fetch(sql.load("incoming_contexts")):
             prep.replies.add((r["organization_id"], r["context_message_id"]))
-        await conn.execute(sql.load("write_inbound"), *messages)
-        await _copy(conn, "wahook_stage_incoming", incoming)
-        await conn.execute(sql.load("write_incoming"))
+        await conn.execute(sql.load("write_incoming"))  # messages, then incoming_messages
     if prep.statuses:
         # The messages rows statuses touch are the ones concurrent batches share (every
         # status of a message goes to its row), so they are locked as late as possible:
