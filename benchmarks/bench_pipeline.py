@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -44,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wahook.parse import decode
 from wahook.runtime.logs import configure_logging
 from wahook.runtime.pipeline import Pipeline
+from wahook.runtime.tuning import tune_gc
+from wahook.settings import Settings
 from wahook.sinks.base import Record, WriteResult
 from wahook.sinks.migrate import migrate
 from wahook.sinks.postgres import PostgresSink, add_organization
@@ -231,19 +234,24 @@ async def run_original(dsn: str, bodies: Sequence[bytes]) -> tuple[float, int]:
 # --- 3. memory -------------------------------------------------------------------------
 
 
-def rss_child(dsn: str, events: int, batch_size: int, writers: int) -> dict[str, float]:
+def rss_child(
+    dsn: str, events: int, batch_size: int, writers: int, gc_threshold: int
+) -> dict[str, float]:
     """Run the pipeline over ``events`` lazily made events in a fresh process."""
     out = subprocess.run(
         [sys.executable, __file__, "--child-rss", dsn, str(events), str(batch_size),
-         str(writers)],
+         str(writers), str(gc_threshold)],
         capture_output=True, check=True, text=True,
     )  # fmt: skip
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-async def child_rss(dsn: str, events: int, batch_size: int, writers: int) -> None:
+async def child_rss(
+    dsn: str, events: int, batch_size: int, writers: int, gc_threshold: int
+) -> None:
     configure_logging("console", "warning")
+    tune_gc(gc_threshold)  # as `wahook worker` does at start-up
     seconds, done = await run_wahook(dsn, bodies_for(events), batch_size, writers)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"events": done, "seconds": seconds, "peak_rss_mib": peak_kib / 1024}))
@@ -300,8 +308,17 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10x smaller everywhere")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=Settings().gc_threshold,
+        help="the collector setting `wahook worker` applies (WAHOOK_GC_THRESHOLD); 0: Python's",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")
+    # The process is set up as `wahook worker` sets itself up: the same collector settings
+    # for wahook and the original design's processor, which run in this process.
+    tune_gc(args.gc_threshold)
     server = args.dsn or os.environ.get("WAHOOK_DSN")
     if not server:
         parser.error("pass --dsn (or set WAHOOK_DSN) to a PostgreSQL server")
@@ -315,7 +332,8 @@ async def main() -> None:
         print(
             f"machine: {platform.machine()} {os.cpu_count()} CPUs (shared with PostgreSQL), "
             f"Python {sys.version.split()[0]}, PostgreSQL {version} "
-            f"(fsync={settings[0]}, synchronous_commit={settings[1]})"
+            f"(fsync={settings[0]}, synchronous_commit={settings[1]}); "
+            f"gc threshold {gc.get_threshold()}"
         )
         n = bodies_for(args.events // scale)
         bodies = list(webhook_traffic(n))
@@ -353,7 +371,7 @@ async def main() -> None:
         peaks = []
         for count in (int(c) // scale for c in args.rss.split(",")):
             dsn = await fresh_database(server, f"rss{count}", bodies_for(count), made)
-            r = rss_child(dsn, count, args.batch_size, args.writers)
+            r = rss_child(dsn, count, args.batch_size, args.writers, args.gc_threshold)
             peaks.append(r["peak_rss_mib"])
             print(
                 f"memory: {r['events']:,.0f} events (lazy bodies) in {r['seconds']:.1f}s = "
@@ -376,7 +394,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-rss":
-        dsn, events, batch, writers = sys.argv[2], *map(int, sys.argv[3:6])
-        asyncio.run(child_rss(dsn, events, batch, writers))
+        dsn, events, batch, writers, threshold = sys.argv[2], *map(int, sys.argv[3:7])
+        asyncio.run(child_rss(dsn, events, batch, writers, threshold))
     else:
         asyncio.run(main())

@@ -83,6 +83,7 @@ class Settings:
     writers: int = 2
     progress_seconds: float = 10.0
     sqs_max_message_bytes: int = 256 * 1024
+    gc_threshold: int = 50_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +116,7 @@ class Settings:
             writers=_int(e, "WAHOOK_WRITERS", 2),
             progress_seconds=_float(e, "WAHOOK_PROGRESS_SECONDS", 10.0),
             sqs_max_message_bytes=_int(e, "WAHOOK_SQS_MAX_MESSAGE_BYTES", 256 * 1024),
+            gc_threshold=_int(e, "WAHOOK_GC_THRESHOLD", 50_000),
         )
 
     def replace(self, **changes: Any) -> Settings:

@@ -121,6 +121,9 @@ def run_serve(args: argparse.Namespace) -> int:
             grace_seconds=args.grace,
         )
         _configure_logging(settings.log_format, settings.log_level)
+        from wahook.runtime.tuning import tune_gc
+
+        tune_gc(settings.gc_threshold)
         return asyncio.run(serve(settings))
     except WahookError as exc:
         print(f"wahook serve: {exc}", file=sys.stderr)

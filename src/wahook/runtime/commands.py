@@ -146,8 +146,10 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
     }
     settings = Settings.from_env().replace(**flags)
     from wahook.runtime.logs import configure_logging
+    from wahook.runtime.tuning import tune_gc
 
     configure_logging(settings.log_format, defaults.get("log_level") or settings.log_level)
+    tune_gc(settings.gc_threshold)
     return settings
 
 

@@ -250,8 +250,10 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     global _default
     if _default is None:
         from wahook.runtime.logs import configure_logging
+        from wahook.runtime.tuning import tune_gc
 
         settings = Settings.from_env()
         configure_logging(settings.log_format, settings.log_level)
+        tune_gc(settings.gc_threshold)
         _default = make_handler(settings)
     return _default(event, context)
