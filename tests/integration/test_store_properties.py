@@ -242,3 +242,37 @@ async def test_four_concurrent_writers_never_deadlock_and_converge(
         diff = [(a, b) for a, b in zip(got[table], want[table], strict=False) if a != b]
         assert not diff, "\n".join(f"{table}\n{a}\n{b}" for a, b in diff[:2])
     assert got == want
+
+
+async def test_crossed_statuses_and_replies_never_deadlock(pool: asyncpg.Pool) -> None:
+    """Writer A has statuses for the first half of the campaign messages and replies to
+    the second half; writer B the other way round. Each touches the audience rows of both
+    halves (status mirror, reply), so if a transaction locked them in two passes the two
+    would wait for each other; with one pass in id order they never do."""
+    await _seed(pool)
+    wamids = [f"wamid.x{i:02d}" for i in range(40)]
+    outbound = [Outbound(1, w, f"31600{i:05d}", campaign_id=1) for i, w in enumerate(wamids)]
+    await record_outbound(pool, outbound)
+    first, second = wamids[:20], wamids[20:]
+
+    def batch(statuses_for: list[str], replies_to: list[str], tag: str, t: int) -> list[Record]:
+        bodies = [notification(statuses=[status(w, "delivered", t)]) for w in statuses_for]
+        bodies += [
+            notification(messages=[text_message(f"wamid.{tag}{t}r{i}", "ok", t, reply_to=w)])
+            for i, w in enumerate(replies_to)
+        ]
+        return [record(b, id=f"{tag}{t}-{i}") for i, b in enumerate(bodies)]
+
+    async def writer(tag: str, statuses_for: list[str], replies_to: list[str]) -> list[Record]:
+        sink = PostgresSink(pool, retries=0)  # a deadlock would surface as failed records
+        written = []
+        for t in range(100, 125):
+            part = batch(statuses_for, replies_to, tag, t)
+            result = await sink.write(part)
+            assert result.failed == {}
+            written += part
+        return written
+
+    a, b = await asyncio.gather(writer("a", first, second), writer("b", second, first))
+    want = (await _model([*outbound, *a, *b])).dump()
+    assert (await dump_tables(pool))["campaign_audience"] == want["campaign_audience"]

@@ -11,11 +11,12 @@ How a batch is written (SQL in ``sinks/sql/*.sql``, parameters only):
    the cache reloads when the ``organizations`` version counter moves).
 2. Merge in Python what shares a key (ON CONFLICT cannot touch a row twice per statement):
    audit rows by dedup key, statuses by (organization, wamid), incoming messages likewise.
-3. One statement per table, rows sorted by key, in a fixed table order, so concurrent
-   writers take row locks in the same order and never deadlock; the statuses' messages
-   rows (the rows concurrent batches share) come last. The bulk upserts (audit,
-   statuses, incoming) read from per-session staging tables filled by binary COPY, which
-   measured faster than UNNEST of parameter arrays; small statements use UNNEST.
+3. One statement per table, rows sorted by key, in a fixed table order (audit rows,
+   messages, incoming messages, campaign audience last and in one statement), so
+   concurrent writers take row locks in the same order and never deadlock. The bulk
+   upserts (audit, statuses, incoming) read from per-session staging tables filled by
+   binary COPY, which measured faster than UNNEST of parameter arrays; small statements
+   use UNNEST.
 4. Transient errors (connection loss, serialization failure, deadlock ...) are retried with
    backoff. A batch failing for a reason retrying cannot fix is bisected until only the
    poisonous records remain; those are quarantined whole (raw bytes and reason) when the
@@ -535,25 +536,18 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
         await _copy(conn, "wahook_stage_events", prep.event_rows())
         fresh = await conn.fetchval(sql.load("write_events"))
         done.duplicates = prep.routed + prep.unrouted - int(fresh)
-    if prep.statuses:  # staged now, applied last (below)
+    if prep.statuses:  # into messages; the audience rows mirror them at the end
         await _copy(conn, "wahook_stage_statuses", prep.status_rows())
+        await conn.execute(sql.load("write_statuses"))
     if prep.inbound:
         await _copy(conn, "wahook_stage_incoming", prep.inbound_rows())
         # A reply replaced by another item of its wamid may stop replying to a message.
         for r in await conn.fetch(sql.load("incoming_contexts")):
             prep.replies.add((r["organization_id"], r["context_message_id"]))
         await conn.execute(sql.load("write_incoming"))  # messages, then incoming_messages
-    if prep.statuses:
-        # The messages rows statuses touch are the ones concurrent batches share (every
-        # status of a message goes to its row), so they are locked as late as possible:
-        # a writer waiting for them waits for this statement and the commit only.
-        # Then the audience rows mirroring them.
-        await conn.execute(sql.load("write_statuses"))
-    if prep.replies:
+    if prep.statuses or prep.replies:  # last: see sync_audience.sql
         keys = sorted(prep.replies)
-        await conn.execute(
-            sql.load("sync_audience_replies"), [k[0] for k in keys], [k[1] for k in keys]
-        )
+        await conn.execute(sql.load("sync_audience"), [k[0] for k in keys], [k[1] for k in keys])
     return done
 
 
@@ -790,9 +784,14 @@ async def record_outbound(
                                    [o.organization_id for o in by_phone],
                                    [c(o.recipient) for o in by_phone],
                                    [c(o.wamid) for o in by_phone])  # fmt: skip
-            await conn.execute(sql.load("sync_audience_status"), orgs, wamids)
             await conn.execute(sql.load("outbound_link_replies"), orgs, wamids, campaigns)
-            await conn.execute(sql.load("sync_audience_replies"), orgs, wamids)
+            # The audience rows last, status and replies at once (see sync_audience.sql).
+            await conn.execute(sql.load("stage_tables"))
+            await conn.copy_records_to_table(
+                "wahook_stage_statuses", records=list(zip(orgs, wamids, strict=True)),
+                columns=["org", "wamid"], schema_name="pg_temp",
+            )  # fmt: skip
+            await conn.execute(sql.load("sync_audience"), orgs, wamids)
 
     if hasattr(pool, "acquire"):
         async with pool.acquire() as conn:

@@ -3,77 +3,48 @@
 -- sender's record of the message merges into it later. The greatest status key decides
 -- message_status and its errors; each <status>_at keeps the earliest time seen; pricing
 -- and conversation each come from the greatest status that carried one. The campaign
--- audience rows of these messages then mirror their new status (locked in id order).
-WITH up AS (
-    INSERT INTO messages AS m (organization_id, whatsapp_message_id, direction, phone_number,
-                               user_id, message_status, status_rank, status_key,
-                               sent_at, delivered_at, read_at, played_at, failed_at,
-                               error_code, error_title, error_message, errors,
-                               pricing, pricing_key, conversation_id, conversation,
-                               conversation_key, biz_opaque_callback_data)
-    SELECT org, wamid, 'outbound', phone, uid, status, rank, skey,
-           to_timestamp(s_at), to_timestamp(d_at), to_timestamp(r_at), to_timestamp(p_at),
-           to_timestamp(f_at), ecode, etitle, emsg, errs::jsonb,
-           pricing::jsonb, pkey, conv_id, conv::jsonb, ckey, opaque
-    FROM wahook_stage_statuses
-    ORDER BY org, wamid
-    ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
-        phone_number = LEAST(m.phone_number, EXCLUDED.phone_number),
-        user_id = LEAST(m.user_id, EXCLUDED.user_id),
-        message_status = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                              THEN EXCLUDED.message_status ELSE m.message_status END,
-        status_rank = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                           THEN EXCLUDED.status_rank ELSE m.status_rank END,
-        error_code = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                          THEN EXCLUDED.error_code ELSE m.error_code END,
-        error_title = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                           THEN EXCLUDED.error_title ELSE m.error_title END,
-        error_message = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                             THEN EXCLUDED.error_message ELSE m.error_message END,
-        errors = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
-                      THEN EXCLUDED.errors ELSE m.errors END,
-        status_key = GREATEST(m.status_key, EXCLUDED.status_key),
-        sent_at = LEAST(m.sent_at, EXCLUDED.sent_at),
-        delivered_at = LEAST(m.delivered_at, EXCLUDED.delivered_at),
-        read_at = LEAST(m.read_at, EXCLUDED.read_at),
-        played_at = LEAST(m.played_at, EXCLUDED.played_at),
-        failed_at = LEAST(m.failed_at, EXCLUDED.failed_at),
-        pricing = CASE WHEN EXCLUDED.pricing_key > COALESCE(m.pricing_key, ''::bytea)
-                       THEN EXCLUDED.pricing ELSE m.pricing END,
-        pricing_key = GREATEST(m.pricing_key, EXCLUDED.pricing_key),
-        conversation_id = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
-                               THEN EXCLUDED.conversation_id ELSE m.conversation_id END,
-        conversation = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
-                            THEN EXCLUDED.conversation ELSE m.conversation END,
-        conversation_key = GREATEST(m.conversation_key, EXCLUDED.conversation_key),
-        biz_opaque_callback_data = LEAST(m.biz_opaque_callback_data,
-                                         EXCLUDED.biz_opaque_callback_data),
-        updated_at = now()
-    RETURNING organization_id, whatsapp_message_id, message_status, sent_at, delivered_at,
-              read_at, played_at, failed_at, error_code, error_message
-), target AS (
-    SELECT a.id, up.message_status, up.sent_at, up.delivered_at, up.read_at, up.played_at,
-           up.failed_at, up.error_code, up.error_message
-    FROM up
-    JOIN campaign_audience a ON a.organization_id = up.organization_id
-                            AND a.whatsapp_message_id = up.whatsapp_message_id
-    ORDER BY a.id
-    FOR UPDATE OF a
-)
-UPDATE campaign_audience a SET
-    message_status = COALESCE(t.message_status, 'pending'),
-    sent_at = t.sent_at,
-    delivered_at = t.delivered_at,
-    read_at = t.read_at,
-    played_at = t.played_at,
-    failed_at = t.failed_at,
-    error_code = t.error_code,
-    error_message = t.error_message,
+-- audience rows mirror them at the end of the transaction (sync_audience.sql).
+INSERT INTO messages AS m (organization_id, whatsapp_message_id, direction, phone_number,
+                           user_id, message_status, status_rank, status_key,
+                           sent_at, delivered_at, read_at, played_at, failed_at,
+                           error_code, error_title, error_message, errors,
+                           pricing, pricing_key, conversation_id, conversation,
+                           conversation_key, biz_opaque_callback_data)
+SELECT org, wamid, 'outbound', phone, uid, status, rank, skey,
+       to_timestamp(s_at), to_timestamp(d_at), to_timestamp(r_at), to_timestamp(p_at),
+       to_timestamp(f_at), ecode, etitle, emsg, errs::jsonb,
+       pricing::jsonb, pkey, conv_id, conv::jsonb, ckey, opaque
+FROM wahook_stage_statuses
+ORDER BY org, wamid
+ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
+    phone_number = LEAST(m.phone_number, EXCLUDED.phone_number),
+    user_id = LEAST(m.user_id, EXCLUDED.user_id),
+    message_status = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                          THEN EXCLUDED.message_status ELSE m.message_status END,
+    status_rank = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                       THEN EXCLUDED.status_rank ELSE m.status_rank END,
+    error_code = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                      THEN EXCLUDED.error_code ELSE m.error_code END,
+    error_title = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                       THEN EXCLUDED.error_title ELSE m.error_title END,
+    error_message = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                         THEN EXCLUDED.error_message ELSE m.error_message END,
+    errors = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
+                  THEN EXCLUDED.errors ELSE m.errors END,
+    status_key = GREATEST(m.status_key, EXCLUDED.status_key),
+    sent_at = LEAST(m.sent_at, EXCLUDED.sent_at),
+    delivered_at = LEAST(m.delivered_at, EXCLUDED.delivered_at),
+    read_at = LEAST(m.read_at, EXCLUDED.read_at),
+    played_at = LEAST(m.played_at, EXCLUDED.played_at),
+    failed_at = LEAST(m.failed_at, EXCLUDED.failed_at),
+    pricing = CASE WHEN EXCLUDED.pricing_key > COALESCE(m.pricing_key, ''::bytea)
+                   THEN EXCLUDED.pricing ELSE m.pricing END,
+    pricing_key = GREATEST(m.pricing_key, EXCLUDED.pricing_key),
+    conversation_id = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
+                           THEN EXCLUDED.conversation_id ELSE m.conversation_id END,
+    conversation = CASE WHEN EXCLUDED.conversation_key > COALESCE(m.conversation_key, ''::bytea)
+                        THEN EXCLUDED.conversation ELSE m.conversation END,
+    conversation_key = GREATEST(m.conversation_key, EXCLUDED.conversation_key),
+    biz_opaque_callback_data = LEAST(m.biz_opaque_callback_data,
+                                     EXCLUDED.biz_opaque_callback_data),
     updated_at = now()
-FROM target t
-WHERE a.id = t.id
-  AND (a.message_status, a.sent_at, a.delivered_at, a.read_at, a.played_at, a.failed_at,
-       a.error_code, a.error_message)
-      IS DISTINCT FROM
-      (COALESCE(t.message_status, 'pending'), t.sent_at, t.delivered_at, t.read_at,
-       t.played_at, t.failed_at, t.error_code, t.error_message)
