@@ -124,22 +124,52 @@ async def drop_databases(server: str, made: list[str]) -> None:
 # --- 1. wahook -------------------------------------------------------------------------
 
 
+class CpuClock:
+    """CPU seconds of this process and of the pool's PostgreSQL backends (read from
+    ``/proc``, so only when the server runs on this machine; else ``None``)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    @staticmethod
+    def _backend(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> tuple[float, float | None]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        backends = [self._backend(pid) for pid in self.pids]
+        known = None if None in backends else sum(b for b in backends if b is not None)
+        return usage.ru_utime + usage.ru_stime, known
+
+
 async def run_wahook(
     dsn: str, bodies: Sequence[bytes] | int, batch_size: int, writers: int
-) -> tuple[float, int]:
-    """Seconds and events for the pipeline over ``bodies`` (a count: generated lazily)."""
+) -> tuple[float, int, tuple[float, float | None]]:
+    """Seconds and events for the pipeline over ``bodies`` (a count: generated lazily),
+    and the CPU seconds it took: this process, the pool's backends (``None``: unknown)."""
     source_bodies = webhook_traffic(bodies) if isinstance(bodies, int) else bodies
     async with asyncpg.create_pool(dsn, min_size=writers, max_size=writers) as pool:
+        conns = [await pool.acquire() for _ in range(writers)]
+        clock = CpuClock([await c.fetchval("SELECT pg_backend_pid()") for c in conns])
+        for c in conns:
+            await pool.release(c)
         source = MemorySource(source_bodies, batch_max=200)
         pipeline = Pipeline(
             source, PostgresSink(pool), batch_size=batch_size, batch_max_age=0.05, writers=writers
         )
+        cpu0 = clock.read()
         start = time.perf_counter()
         stats = await pipeline.run()
         seconds = time.perf_counter() - start
+        cpu1 = clock.read()
     assert stats.failed == 0, "records failed"
     assert source.failed == [], "records failed"
-    return seconds, stats.events
+    backends = None if cpu0[1] is None or cpu1[1] is None else cpu1[1] - cpu0[1]
+    return seconds, stats.events, (cpu1[0] - cpu0[0], backends)
 
 
 async def run_null(bodies: Sequence[bytes], batch_size: int) -> tuple[float, int]:
@@ -252,7 +282,7 @@ async def child_rss(
 ) -> None:
     configure_logging("console", "warning")
     tune_gc(gc_threshold)  # as `wahook worker` does at start-up
-    seconds, done = await run_wahook(dsn, bodies_for(events), batch_size, writers)
+    seconds, done, _ = await run_wahook(dsn, bodies_for(events), batch_size, writers)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"events": done, "seconds": seconds, "peak_rss_mib": peak_kib / 1024}))
 
@@ -360,11 +390,19 @@ async def main() -> None:
         print(f"original design: {events:,} events in {seconds:.1f}s = {original:,.0f} events/s")
 
         dsn = await fresh_database(server, "wahook", n, made)
-        seconds, events = await run_wahook(dsn, bodies, args.batch_size, args.writers)
+        seconds, events, (own, backends) = await run_wahook(
+            dsn, bodies, args.batch_size, args.writers
+        )
         rate = events / seconds
         print(
             f"wahook pipeline: {events:,} events in {seconds:.2f}s = {rate:,.0f} events/s "
             f"(batch {args.batch_size}, {args.writers} writers) = {rate / original:.1f}x original"
+        )
+        pg = "unknown (server not local)" if backends is None else f"{backends / events * 1e6:.1f}"
+        print(
+            f"  CPU per event: this process {own / events * 1e6:.1f} µs, the pool's "
+            f"PostgreSQL backends {pg} µs; wall {seconds / events * 1e6:.1f} µs "
+            f"on {os.cpu_count()} CPUs"
         )
         del bodies
 

@@ -6,8 +6,9 @@
 Every event allocates a few short-lived containers (the rows of its batch, dicts, tuples);
 none of them form cycles, so reference counting frees them. Python's cyclic collector still
 runs every 700 net allocations and, every so often, walks every live object — the batch in
-hand, the batches queued, every module loaded. In the pipeline benchmark that was ~15% of
-the worker's CPU (18 µs → 16 µs per event). ``tune_gc`` moves what start-up allocated out
+hand, the batches queued, every module loaded. In ``benchmarks/bench_pipeline.py`` that was
+about 10% of the worker's CPU (18.9 → 16.9 µs per event; ``--gc-threshold 0`` runs it with
+Python's defaults). ``tune_gc`` moves what start-up allocated out
 of the collector's reach (``gc.freeze``) and collects the youngest generation every
 ``threshold`` allocations instead.
 """
