@@ -297,27 +297,18 @@ class _Prepared:
                                                  None, None, None, None, None]  # fmt: skip
         skey = prefix + (ts if ts is not None else 0).to_bytes(8, "big") + ckey
         clean = rows.clean_text
-        v = s.recipient_id
-        if v is not None:
-            if not (v.isascii() and "\x00" not in v):
-                v = clean(v)
-            cur = row[_ST_PHONE]
-            if cur is None or v < cur:
-                row[_ST_PHONE] = v
-        v = s.recipient_user_id
-        if v is not None:
-            if not (v.isascii() and "\x00" not in v):
-                v = clean(v)
-            cur = row[_ST_USER]
-            if cur is None or v < cur:
-                row[_ST_USER] = v
-        v = s.biz_opaque_callback_data
-        if v is not None:
-            if not (v.isascii() and "\x00" not in v):
-                v = clean(v)
-            cur = row[_ST_OPAQUE]
-            if cur is None or v < cur:
-                row[_ST_OPAQUE] = v
+        # Recipient, user id, opaque data: each keeps the least cleaned value seen.
+        for v, col in (
+            (s.recipient_id, _ST_PHONE),
+            (s.recipient_user_id, _ST_USER),
+            (s.biz_opaque_callback_data, _ST_OPAQUE),
+        ):
+            if v is not None:
+                if not (v.isascii() and "\x00" not in v):
+                    v = clean(v)
+                cur = row[col]
+                if cur is None or v < cur:
+                    row[col] = v
         if ts is not None and tindex >= 0:
             cur = row[tindex]
             if cur is None or ts < cur:
