@@ -431,3 +431,40 @@ async def test_problem_record_without_events(pool: asyncpg.Pool) -> None:
     result = await PostgresSink(pool).write([rec])
     assert (result.failed, result.quarantined) == ({}, 1)
     assert bytes(await pool.fetchval("SELECT raw FROM quarantine")) == body
+
+
+async def test_a_recorded_message_widens_in_place_with_its_statuses(pool: asyncpg.Pool) -> None:
+    """The schema leaves room for what statuses add to a recorded outbound message: its
+    first status (keys, times, pricing, conversation) and the next ones rewrite the row in
+    its own page (HOT: no new index entries), the cheap path of the hottest statement.
+    A row that outgrew its page would move to another one."""
+    org = await _org(pool)
+    wamids = [f"wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI{n:024d}" for n in range(600)]
+    await record_outbound(
+        pool,
+        [Outbound(org, w, f"1650555{n:04d}", template_name="promo") for n, w in enumerate(wamids)],
+    )
+    page = "SELECT whatsapp_message_id, (ctid::text::point)[0] AS page FROM messages"
+    before = {r["whatsapp_message_id"]: r["page"] for r in await pool.fetch(page)}
+    extra = {
+        "conversation": {
+            "id": "0ba4d56eb6bb2a52f9bc9d7e8d5b7b1e",
+            "expiration_timestamp": "1749502783",
+            "origin": {"type": "marketing"},
+        },
+        "pricing": {"billable": True, "pricing_model": "CBP", "category": "marketing"},
+    }
+    # A campaign's life: the 'sent' statuses of all its messages in one burst (one batch),
+    # then 'delivered' and 'read' spread over several batches.
+    sink = PostgresSink(pool)
+    for step, name in enumerate(("sent", "delivered", "read")):
+        for part in [wamids] if step == 0 else [wamids[k::6] for k in range(6)]:
+            result = await sink.write(
+                [record(notification(statuses=[status(w, name, 1749416383 + step, **extra)]))
+                 for w in part]
+            )  # fmt: skip
+            assert result.failed == {}
+    after = {r["whatsapp_message_id"]: r["page"] for r in await pool.fetch(page)}
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE message_status = 'read'") == 600
+    stayed = sum(after[w] == before[w] for w in wamids)
+    assert stayed >= 0.9 * len(wamids), f"{stayed} of {len(wamids)} rows kept their page"
