@@ -1,6 +1,7 @@
 -- Per-session staging tables: a batch is COPY'd (binary) into them, then upserted with
 -- INSERT ... SELECT. Measured faster than UNNEST of parameter arrays (benchmarks/README).
--- ON COMMIT DELETE ROWS empties them at the end of every transaction.
+-- ON COMMIT DELETE ROWS empties them at the end of every transaction; the DELETEs below
+-- (nothing to do, usually) empty them for a second write in the same transaction.
 -- JIT compilation is off for the batch: the bulk upserts cross jit_above_cost, and
 -- compiling them costs more than it saves (measured: ~40 ms per 5,000-event batch).
 SET LOCAL jit = off;
@@ -21,3 +22,6 @@ CREATE TEMP TABLE IF NOT EXISTS wahook_stage_incoming (
     remoji text, loc text, contacts text, ord text, ref text, ctx text, ctx_from text,
     at float8, pnid text, payload text, raw bytea, ckey bytea
 ) ON COMMIT DELETE ROWS;
+DELETE FROM wahook_stage_events;
+DELETE FROM wahook_stage_statuses;
+DELETE FROM wahook_stage_incoming;
