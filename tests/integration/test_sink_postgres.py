@@ -11,7 +11,15 @@ import pytest
 from tests.fixtures import all_bodies, load
 from wahook.parse import Problem
 from wahook.sinks.base import Record
-from wahook.sinks.postgres import Outbound, PostgresSink, add_organization, record_outbound
+from wahook.sinks.postgres import (
+    Item,
+    Outbound,
+    PostgresSink,
+    TenantRouter,
+    add_organization,
+    apply_items,
+    record_outbound,
+)
 from wahook.testing import (
     PHONE_NUMBER_ID,
     WABA_ID,
@@ -468,3 +476,35 @@ async def test_a_recorded_message_widens_in_place_with_its_statuses(pool: asyncp
     assert await pool.fetchval("SELECT count(*) FROM messages WHERE message_status = 'read'") == 600
     stayed = sum(after[w] == before[w] for w in wamids)
     assert stayed >= 0.9 * len(wamids), f"{stayed} of {len(wamids)} rows kept their page"
+
+
+async def test_writes_sharing_one_transaction(pool: asyncpg.Pool, fresh_db) -> None:
+    """Two writes and a sender's record in one transaction on one connection (each write
+    stages its rows afresh) leave the same tables as each committed on its own."""
+    org = await _org(pool)
+    camp = await _campaign(pool, org)
+    w = "wamid.shared"
+    out = Outbound(org, w, "16505551234", campaign_id=camp, content="Hi!")
+    parts = [
+        [
+            record(
+                notification(statuses=[status(w, "sent", 100), status("wamid.other", "read", 90)])
+            )
+        ],
+        [record(notification(statuses=[status(w, "delivered", 200)]))],
+    ]
+    router = TenantRouter()
+    async with pool.acquire() as conn, conn.transaction():
+        for part in parts:
+            await apply_items(conn, [Item(r.id, r.received_at, r.events) for r in part], router)
+        await record_outbound(conn, out)
+    together = await dump_tables(pool)
+    async with fresh_db() as dsn, asyncpg.create_pool(dsn, min_size=1, max_size=2) as other:
+        assert (await _org(other), await _campaign(other, org)) == (org, camp)
+        for part in parts:
+            assert (await PostgresSink(other).write(part)).failed == {}
+        await record_outbound(other, out)
+        assert await dump_tables(other) == together
+    audience = await pool.fetchrow("SELECT message_status, delivered_at FROM campaign_audience")
+    assert audience["message_status"] == "delivered"
+    assert audience["delivered_at"].timestamp() == 200
