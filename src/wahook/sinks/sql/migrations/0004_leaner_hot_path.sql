@@ -15,7 +15,9 @@ ALTER TABLE messages SET (fillfactor = 25);
 -- 2. The audit trail's lookup by message: a hash index on the wamid costs ~1.5 µs less per
 -- audited event than the btree on (organization, wamid) (7.6 against 9.2 µs per row
 -- inserted); a wamid is selective on its own, the organization is filtered after. Lookups
--- are by equality only, which is how the audit trail is searched.
+-- are by equality only, which is how the audit trail is searched. Migrations run in a
+-- transaction, so the index is built without CONCURRENTLY: on a large audit trail, writes
+-- to webhook_events wait while it builds (reads do not). Apply it at a quiet time.
 DROP INDEX IF EXISTS webhook_events_message_idx;
 CREATE INDEX webhook_events_message_idx ON webhook_events USING hash (whatsapp_message_id)
     WHERE whatsapp_message_id IS NOT NULL;
