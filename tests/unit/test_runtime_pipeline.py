@@ -268,3 +268,36 @@ async def test_log_events_name_what_happened() -> None:
     assert by_name["sink_retry"]["error"].startswith("transient")
     assert by_name["record_poisoned"]["message_id"] == "m1"
     assert by_name["batch_committed"]["records"] == 3
+
+
+async def test_a_large_receive_is_decoded_in_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hundreds of bodies handed over at once are decoded a few dozen at a time, with the
+    event loop's other tasks (the writers' next statements) run in between."""
+    from wahook.runtime import pipeline
+
+    log: list[str] = []
+
+    def logged(message: Message, observe: Any) -> Record:
+        log.append("decode")
+        return to_record(message, observe)
+
+    monkeypatch.setattr(pipeline, "to_record", logged)
+    source, sink = (
+        ListSource([body(i) for i in range(5 * pipeline._DECODE_STEP)], per_batch=1000),
+        FakeSink(),
+    )
+    done = False
+
+    async def other_task() -> None:
+        while not done:
+            log.append("other")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await Pipeline(source, sink, batch_size=10_000, batch_max_age=5).run()
+    done = True
+    await other
+    assert log.count("decode") == 5 * pipeline._DECODE_STEP
+    runs = "".join("d" if entry == "decode" else "o" for entry in log).split("o")
+    assert max(len(run) for run in runs) == pipeline._DECODE_STEP
+    assert sorted(source.acked) == sorted(m.id for m in source.messages)

@@ -40,6 +40,9 @@ log = structlog.get_logger("wahook.runtime")
 
 _END = None
 READER_GRACE = 1.0
+# Bodies decoded between two returns to the event loop (~0.5 ms): a source may hand over
+# hundreds at once, and the writers' next statements should not wait for all of them.
+_DECODE_STEP = 32
 """Seconds a receive already under way may take to answer once a stop is asked."""
 Items = list[tuple[Message, Record]]
 
@@ -201,7 +204,11 @@ class Pipeline:
     async def _read(self) -> None:
         while not self._stopping and (messages := await self.source.next_batch()) is not None:
             if messages:
-                items = [(m, to_record(m, self._observe)) for m in messages]
+                items = [(m, to_record(m, self._observe)) for m in messages[:_DECODE_STEP]]
+                for start in range(_DECODE_STEP, len(messages), _DECODE_STEP):
+                    await asyncio.sleep(0)
+                    items += [(m, to_record(m, self._observe))
+                              for m in messages[start : start + _DECODE_STEP]]  # fmt: skip
                 await self._records.put(items)
         self._readers_left -= 1
         if self._readers_left == 0:
