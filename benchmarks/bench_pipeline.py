@@ -17,6 +17,7 @@ The outgoing messages the statuses refer to are recorded first, in every databas
 
     .venv/bin/python benchmarks/bench_pipeline.py --dsn postgresql://postgres@127.0.0.1/postgres
     .venv/bin/python benchmarks/bench_pipeline.py --quick          # smaller, for a smoke run
+    .venv/bin/python benchmarks/bench_pipeline.py --dsn ... --loop-lag   # + event-loop lag
 """
 
 from __future__ import annotations
@@ -146,11 +147,45 @@ class CpuClock:
         return usage.ru_utime + usage.ru_stime, known
 
 
+class LoopLag:
+    """How late a 0.5 ms sleep wakes up, sampled all along: the time a task that is ready
+    (a writer whose statement finished) waits for the event loop."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(0.0005)
+            self.lags.append(time.perf_counter() - start - 0.0005)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._probe())
+
+    def stop(self) -> str:
+        if self._task is not None:
+            self._task.cancel()
+        lags = sorted(self.lags) or [0.0]
+
+        def at(q: float) -> float:
+            return lags[min(len(lags) - 1, int(len(lags) * q))] * 1e3
+
+        spread = ", ".join(f"p{round(q * 100)} {at(q):.2f} ms" for q in (0.5, 0.9, 0.99))
+        return f"{spread}, max {lags[-1] * 1e3:.1f} ms"
+
+
 async def run_wahook(
-    dsn: str, bodies: Sequence[bytes] | int, batch_size: int, writers: int
+    dsn: str,
+    bodies: Sequence[bytes] | int,
+    batch_size: int,
+    writers: int,
+    lag: LoopLag | None = None,
 ) -> tuple[float, int, tuple[float, float | None]]:
     """Seconds and events for the pipeline over ``bodies`` (a count: generated lazily),
-    and the CPU seconds it took: this process, the pool's backends (``None``: unknown)."""
+    and the CPU seconds it took: this process, the pool's backends (``None``: unknown).
+    ``lag``: probed during the run."""
     source_bodies = webhook_traffic(bodies) if isinstance(bodies, int) else bodies
     async with asyncpg.create_pool(dsn, min_size=writers, max_size=writers) as pool:
         conns = [await pool.acquire() for _ in range(writers)]
@@ -163,6 +198,8 @@ async def run_wahook(
         )
         cpu0 = clock.read()
         start = time.perf_counter()
+        if lag is not None:
+            lag.start()
         stats = await pipeline.run()
         seconds = time.perf_counter() - start
         cpu1 = clock.read()
@@ -339,6 +376,11 @@ async def main() -> None:
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="10x smaller everywhere")
     parser.add_argument(
+        "--loop-lag",
+        action="store_true",
+        help="run the wahook part once more, probing how late the event loop runs ready tasks",
+    )
+    parser.add_argument(
         "--gc-threshold",
         type=int,
         default=Settings().gc_threshold,
@@ -404,6 +446,18 @@ async def main() -> None:
             f"PostgreSQL backends {pg} µs; wall {seconds / events * 1e6:.1f} µs "
             f"on {os.cpu_count()} CPUs"
         )
+        if args.loop_lag:
+            dsn = await fresh_database(server, "lag", n, made)
+            lag = LoopLag()
+            seconds, events, (own, backends) = await run_wahook(
+                dsn, bodies, args.batch_size, args.writers, lag
+            )
+            busy = (
+                ""
+                if backends is None
+                else f", the 2 CPUs {(own + backends) / seconds / 2:.0%} busy"
+            )
+            print(f"  loop lag (another run, {events / seconds:,.0f} events/s{busy}): {lag.stop()}")
         del bodies
 
         peaks = []
