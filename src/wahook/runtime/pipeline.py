@@ -40,10 +40,10 @@ log = structlog.get_logger("wahook.runtime")
 
 _END = None
 READER_GRACE = 1.0
+"""Seconds a receive already under way may take to answer once a stop is asked."""
 # Bodies decoded between two returns to the event loop (~0.5 ms): a source may hand over
 # hundreds at once, and the writers' next statements should not wait for all of them.
 _DECODE_STEP = 32
-"""Seconds a receive already under way may take to answer once a stop is asked."""
 Items = list[tuple[Message, Record]]
 
 
