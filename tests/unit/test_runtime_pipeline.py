@@ -301,3 +301,47 @@ async def test_a_large_receive_is_decoded_in_steps(monkeypatch: pytest.MonkeyPat
     runs = "".join("d" if entry == "decode" else "o" for entry in log).split("o")
     assert max(len(run) for run in runs) == pipeline._DECODE_STEP
     assert sorted(source.acked) == sorted(m.id for m in source.messages)
+
+
+def status_body(wamid: str, status: str) -> bytes:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "111"},
+        "statuses": [
+            {"id": wamid, "status": status, "timestamp": "1700000000", "recipient_id": "1555"}
+        ],
+    }
+    doc = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "222", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(doc).encode()
+
+
+async def test_several_writers_each_take_the_messages_of_their_wamids() -> None:
+    """With several writers, every status of one message goes to the same writer (so two
+    writers' transactions do not wait on each other's rows), the writers share the work,
+    and everything is still committed and acknowledged once."""
+    wamids = [f"wamid.w{i}" for i in range(60)]
+    bodies = [status_body(w, s) for s in ("sent", "delivered", "read") for w in wamids]
+    bodies.append(b"not json")  # no wamid: goes by its id
+    writer_of_wamid: dict[str, set[str]] = {}
+
+    class TaskSink(FakeSink):
+        async def write(self, batch: Sequence[Record]) -> WriteResult:
+            task = asyncio.current_task()
+            assert task is not None
+            for r in batch:
+                for ev in r.events:
+                    writer_of_wamid.setdefault(ev.status.id, set()).add(task.get_name())  # type: ignore[union-attr]
+            await asyncio.sleep(0.001)
+            return await super().write(batch)
+
+    source, sink = ListSource(bodies, per_batch=25), TaskSink()
+    stats = await Pipeline(source, sink, batch_size=20, batch_max_age=5, writers=3).run()
+    assert all(len(names) == 1 for names in writer_of_wamid.values())
+    used = set().union(*writer_of_wamid.values())
+    assert used == {"wahook-writer-0", "wahook-writer-1", "wahook-writer-2"}
+    assert sorted(source.acked) == sorted(m.id for m in source.messages)
+    assert len(set(source.acked)) == len(bodies)
+    assert stats.events == 180
