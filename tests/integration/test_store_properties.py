@@ -20,7 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wahook.sinks.base import Record
-from wahook.sinks.postgres import Outbound, PostgresSink, add_organization, record_outbound
+from wahook.sinks.postgres import (
+    Item,
+    Outbound,
+    PostgresSink,
+    TenantRouter,
+    add_organization,
+    apply_items,
+    record_outbound,
+)
 from wahook.testing import (
     PHONE_NUMBER_ID,
     WABA_ID,
@@ -276,3 +284,32 @@ async def test_crossed_statuses_and_replies_never_deadlock(pool: asyncpg.Pool) -
     a, b = await asyncio.gather(writer("a", first, second), writer("b", second, first))
     want = (await _model([*outbound, *a, *b])).dump()
     assert (await dump_tables(pool))["campaign_audience"] == want["campaign_audience"]
+
+
+async def test_concurrent_replies_to_one_message_keep_the_first(pool: asyncpg.Pool) -> None:
+    """Two writers each store a reply to the same campaign message, the later reply's
+    transaction reaching the audience row while the earlier one's is still open. The
+    audience row must name the earlier reply whatever the commit order: the second writer
+    waits for the first, then sees its reply."""
+    await _seed(pool)
+    w = "wamid.asked"
+    await record_outbound(pool, Outbound(1, w, "16505550001", campaign_id=1))
+    early = record(notification(messages=[text_message("wamid.early", "yes", 100, reply_to=w)]))
+    late = record(notification(messages=[text_message("wamid.late", "no", 200, reply_to=w)]))
+    router = TenantRouter()
+    async with pool.acquire() as first:
+        tx = first.transaction()
+        await tx.start()
+        await apply_items(first, [Item(early.id, early.received_at, early.events)], router)
+        # The later reply, written and committed meanwhile by another writer.
+        second = asyncio.create_task(PostgresSink(pool, retries=0).write([late]))
+        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        for _ in range(500):  # until the second writer waits on the first (or is done)
+            if second.done() or await pool.fetchval(waiting):
+                break
+            await asyncio.sleep(0.01)
+        await tx.commit()
+    assert (await second).failed == {}
+    row = await pool.fetchrow("SELECT replied_at, reply_message_id FROM campaign_audience")
+    assert row["reply_message_id"] == "wamid.early"
+    assert row["replied_at"].timestamp() == 100

@@ -521,12 +521,21 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
     """The statements of a prepared batch, inside the caller's transaction (the SQL share
     of a write: ``benchmarks/bench_sink.py`` times it alone)."""
     done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
-    if prep.reply_locks:  # first, before any row lock: see lock_replies_shared.sql
-        await conn.fetchval(sql.load("lock_replies_shared"), sorted(prep.reply_locks))
-    if prep.quarantine:
-        await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
     if prep.events or prep.statuses or prep.inbound:
         await conn.execute(sql.load("stage_tables"))
+    locks = set(prep.reply_locks)
+    if prep.inbound:
+        await _copy(conn, "wahook_stage_incoming", prep.inbound_rows())
+        # A stored reply replaced by another item of its wamid may stop replying to its
+        # message: that message's audience row is recomputed too, under its lock.
+        for r in await conn.fetch(sql.load("incoming_contexts")):
+            key = (r["organization_id"], r["context_message_id"])
+            prep.replies.add(key)
+            locks.add(rows.reply_lock(*key))
+    if locks:  # before any row lock: see lock_replies.sql
+        await conn.fetchval(sql.load("lock_replies"), sorted(locks))
+    if prep.quarantine:
+        await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
     if prep.events:
         await _copy(conn, "wahook_stage_events", prep.event_rows())
         fresh = await conn.fetchval(sql.load("write_events"))
@@ -535,10 +544,6 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
         await _copy(conn, "wahook_stage_statuses", prep.status_rows())
         await conn.execute(sql.load("write_statuses"))
     if prep.inbound:
-        await _copy(conn, "wahook_stage_incoming", prep.inbound_rows())
-        # A reply replaced by another item of its wamid may stop replying to a message.
-        for r in await conn.fetch(sql.load("incoming_contexts")):
-            prep.replies.add((r["organization_id"], r["context_message_id"]))
         await conn.execute(sql.load("write_incoming"))  # messages, then incoming_messages
     if prep.statuses or prep.replies:  # last: see sync_audience.sql
         keys = sorted(prep.replies)
@@ -762,7 +767,7 @@ async def record_outbound(
     async def run(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             locks = sorted({rows.reply_lock(o.organization_id, c(o.wamid) or "") for o in items})
-            await conn.fetchval(sql.load("lock_replies_exclusive"), locks)
+            await conn.fetchval(sql.load("lock_replies"), locks)
             await conn.execute(sql.load("outbound_messages"), orgs, wamids, campaigns,
                                [c(o.recipient) for o in items],
                                [c(o.message_type) for o in items],
