@@ -52,10 +52,12 @@ Items = list[tuple[Message, Record]]
 
 def writer_of(record: Record, writers: int) -> int:
     """Which of ``writers`` writers takes ``record``: by the wamid of its first status or
-    message (else its id). Every event of one message then goes to one writer, in arrival
-    order, and two writers' transactions rarely touch the same ``messages`` row: the
-    second would wait for the first to commit (measured on shuffled statuses, round-robin
-    batches left the second writer waiting on row locks ~24% of the time)."""
+    message (else its id). Meta mostly sends one status per POST, so the statuses of one
+    message go to one writer, in arrival order, and two writers' transactions rarely
+    touch the same ``messages`` row, where the second would wait for the first to commit
+    (with round-robin batches of shuffled statuses, ~24% of the second writer's time).
+    The price: a writer that falls behind (a long retry) holds up the batcher, and so the
+    others, once its one-batch queue is full."""
     if writers == 1:
         return 0
     key = record.id
