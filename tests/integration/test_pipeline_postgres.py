@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,11 +16,19 @@ from tests.plugins.sqs import REGION, queue_counts, send_bodies
 from wahook.runtime.failures import RetryPolicy
 from wahook.runtime.pipeline import Pipeline
 from wahook.runtime.sqs_poll import SqsSource
-from wahook.sinks.postgres import PostgresSink, add_organization
+from wahook.sinks.postgres import Outbound, PostgresSink, add_organization, record_outbound
 from wahook.testing import (
+    PHONE_NUMBER_ID,
     TRAFFIC_PHONE_NUMBER_ID,
     TRAFFIC_WABA_ID,
+    WABA_ID,
+    MemorySink,
     MemorySource,
+    dump_tables,
+    notification,
+    record,
+    status,
+    text_message,
     traffic_events,
     webhook_traffic,
 )
@@ -190,3 +199,49 @@ async def test_memory_source_into_postgres(pool: Any) -> None:
     again = await Pipeline(MemorySource(webhook_traffic(300)), PostgresSink(pool)).run()
     assert again.duplicates == traffic_events(300)
     assert await count(pool, "webhook_events") == traffic_events(300)
+
+
+async def test_two_writers_over_shuffled_statuses_and_replies_match_the_model(pool: Any) -> None:
+    """The pipeline's writers split the bodies by wamid; with the statuses of 120 campaign
+    messages shuffled (duplicates included) and replies, several to the same message,
+    spread among them, the tables are those of the in-memory reference model."""
+    org = await add_organization(
+        pool, name="Acme", phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID
+    )
+    camp = await pool.fetchval(
+        "INSERT INTO campaigns (organization_id, name) VALUES ($1, 'c') RETURNING id", org
+    )
+    rng = random.Random(7)
+    wamids = [f"wamid.camp{n:03d}" for n in range(120)]
+    outbound = [Outbound(org, w, f"3161{n:07d}", campaign_id=camp) for n, w in enumerate(wamids)]
+    await record_outbound(pool, outbound)
+    bodies = [
+        notification(statuses=[status(w, s, 1750000000 + 10 * k + rng.randrange(5))])
+        for w in wamids
+        for k, s in enumerate(("sent", "delivered", "read"))
+    ]
+    bodies += rng.sample(bodies, 20)  # redelivered
+    bodies += [
+        notification(
+            messages=[
+                text_message(
+                    f"wamid.in{i:03d}", "ok", 1750000100 + i, reply_to=rng.choice(wamids[:30])
+                )
+            ]
+        )
+        for i in range(60)
+    ]
+    rng.shuffle(bodies)
+    source = MemorySource(bodies, batch_max=10)
+    stats = await Pipeline(
+        source, PostgresSink(pool), batch_size=40, batch_max_age=0.05, writers=2
+    ).run()
+    assert stats.failed == 0
+    assert source.acked == len(bodies)
+
+    model = MemorySink()
+    model.add_organization(org, phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID)
+    model.add_campaign(camp, org)
+    await model.record_outbound(outbound)
+    await model.write([record(b, id=f"mem-{i}", received_at=None) for i, b in enumerate(bodies)])
+    assert await dump_tables(pool) == model.dump()
