@@ -137,10 +137,10 @@ _ST_PRICING, _ST_PKEY, _ST_CONV_ID, _ST_CONV, _ST_CKEY, _ST_OPAQUE = 16, 17, 18,
 # The context wamid in a staged incoming_messages row (wahook_stage_incoming's ctx).
 _IN_CONTEXT = 19
 # <status>_at column of a status value.
-_TIME_INDEX = {
-    name: 7 + i for i, name in enumerate(rows.TIMED_STATUSES) if name in rows.STATUS_RANK
-}
+_TIME_INDEX = {name: 7 + i for i, name in enumerate(rows.TIMED_STATUSES)}
 _NO_ERRORS = (None, None, None, None)
+# A new row after org and wamid: no phone, user id; status "", rank 0, key b""; the rest None.
+_ST_BLANK = (None, None, "", 0, b"", *(None,) * 15)
 
 
 def _least(a: T | None, b: T | None) -> T | None:
@@ -292,12 +292,9 @@ class _Prepared:
             old[13] = _least(old[13], src)
             old[14] = _least(old[14], recv)
         self.routed += 1
-        # _status
         row = self.statuses.get((org, wamid))
         if row is None:
-            row = self.statuses[(org, wamid)] = [org, wamid, None, None, "", 0, b"", None, None,
-                                                 None, None, None, None, None, None, None, None,
-                                                 None, None, None, None, None]  # fmt: skip
+            row = self.statuses[(org, wamid)] = [org, wamid, *_ST_BLANK]
         skey = prefix + (ts if ts is not None else 0).to_bytes(8, "big") + ckey
         clean = rows.clean_text
         # Recipient, user id, opaque data: each keeps the least cleaned value seen.
@@ -399,35 +396,9 @@ class _Prepared:
                                     _context(ev), ev.raw, qkey, item.source_id,
                                     item.received_at])  # fmt: skip
             return
-        self.routed += 1
-        if isinstance(ev, StatusEvent):
-            self._status(org, ev, ckey, ts, wamid or "", status or "")
-        elif isinstance(ev, MessageEvent):
+        self.routed += 1  # (routed statuses took _status_event)
+        if isinstance(ev, MessageEvent):
             self._message(org, ev, ckey, payload, raw)
-
-    def _status(
-        self, org: int, ev: StatusEvent, ckey: bytes, ts: int | None, wamid: str, name: str
-    ) -> None:
-        s = ev.status
-        row = self.statuses.get((org, wamid))
-        if row is None:
-            row = self.statuses[(org, wamid)] = [org, wamid, None, None, "", 0, b"", None, None,
-                                                 None, None, None, None, None, None, None, None,
-                                                 None, None, None, None, None]  # fmt: skip
-        skey = rows.status_key(name, ts, ckey)
-        if s.recipient_id is not None:
-            row[_ST_PHONE] = _least(row[_ST_PHONE], rows.clean_text(s.recipient_id))
-        if s.recipient_user_id is not None:
-            row[_ST_USER] = _least(row[_ST_USER], rows.clean_text(s.recipient_user_id))
-        if s.biz_opaque_callback_data is not None:
-            row[_ST_OPAQUE] = _least(row[_ST_OPAQUE], rows.clean_text(s.biz_opaque_callback_data))
-        tindex = _TIME_INDEX.get(name, -1)
-        if ts is not None and tindex >= 0:
-            old_ts = row[tindex]
-            if old_ts is None or ts < old_ts:
-                row[tindex] = ts
-        if skey > row[_ST_SKEY] or s.pricing is not None or s.conversation is not None:
-            self._facts(row, s, skey)
 
     def _message(
         self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
