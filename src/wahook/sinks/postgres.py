@@ -247,8 +247,10 @@ class _Prepared:
         return named
 
     def _status_event(self, ev: StatusEvent, src: str | None, recv: float | None) -> bool:
-        """``_event`` of a status, inlined: the same rows and keys, computed once. False
-        (and nothing done) when the status has no organization."""
+        """A routed status: its audit row and its merge into the ``messages`` row of its
+        wamid (keys spelled as ``rows.dedup_key``, ``rows.content_key`` and
+        ``rows.status_key`` spell them, hashed without their argument parsing). False (and
+        nothing done) when the status has no organization: ``_event`` quarantines it."""
         pnid, waba, field = ev.phone_number_id, ev.waba_id, ev.field
         route = self._routes.get((field, waba, pnid))
         if route is None:
@@ -259,29 +261,20 @@ class _Prepared:
         s = ev.status
         sid, value = s.id, s.status
         raw = ev.raw
-        # rows.dedup_key, rows.content_key, rows.jsonb_text (fast path: ASCII, no \u).
+        # rows.dedup_key and rows.content_key, inlined.
         h = _BLAKE2B_16.copy()  # = blake2b(data, digest_size=16), without parsing arguments
         h.update(f"s\x1f{where}\x1f{sid}\x1f{value}".encode("utf-8", "surrogatepass"))
         dkey = h.digest()
         h = _BLAKE2B_16.copy()
         h.update(raw)
         ckey = h.digest()
-        payload: str
-        raw_col: bytes | None
-        if raw.isascii() and b"\\" not in raw:  # no escape at all, so no \u
-            payload, raw_col = raw.decode("ascii"), None
-        else:
-            payload, raw_col = rows.jsonb_text(raw)
-        wamid = sid if sid.isascii() and "\x00" not in sid else (rows.clean_text(sid) or "")
+        payload, raw_col = rows.jsonb_text(raw)
+        wamid = rows.clean_text(sid) or ""
         named = self._names.get(value)
         if named is None:
             named = self._name(value)
         name, rank, prefix, tindex = named
-        stamp = s.timestamp  # rows.epoch
-        if stamp.__class__ is str and len(stamp) <= 10 and stamp.isascii() and stamp.isdigit():
-            ts: int | None = int(stamp)
-        else:
-            ts = rows.epoch(stamp)
+        ts = rows.epoch(s.timestamp)
         old = self.events.get(dkey)
         if old is None:
             self.events[dkey] = [org, cfield, ev.kind, name, wamid, name, cwaba, cpnid, ts,
@@ -304,11 +297,7 @@ class _Prepared:
             (s.biz_opaque_callback_data, _ST_OPAQUE),
         ):
             if v is not None:
-                if not (v.isascii() and "\x00" not in v):
-                    v = clean(v)
-                cur = row[col]
-                if cur is None or v < cur:
-                    row[col] = v
+                row[col] = _least(row[col], clean(v))
         if ts is not None and tindex >= 0:
             cur = row[tindex]
             if cur is None or ts < cur:
