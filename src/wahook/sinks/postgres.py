@@ -175,8 +175,6 @@ class _Prepared:
         self.statuses: dict[tuple[int, str], list[Any]] = {}
         # (org, wamid) -> the staged incoming_messages row (content key last).
         self.inbound: dict[tuple[int, str], tuple[Any, ...]] = {}
-        self.replies: set[tuple[int, str]] = set()
-        self.reply_locks: set[int] = set()
         self.routed = 0
         self.unrouted = 0
         self.problems = 0
@@ -393,9 +391,6 @@ class _Prepared:
         self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
     ) -> None:
         wamid = rows.clean_text(ev.message.id) or ""
-        ctx = ev.message.context
-        if ctx is not None and ctx.id:
-            self.reply_locks.add(rows.reply_lock(org, rows.clean_text(ctx.id) or ""))
         old = self.inbound.get((org, wamid))
         if old is not None and old[-1] <= ckey:
             return
@@ -426,11 +421,7 @@ class _Prepared:
     def inbound_rows(self) -> list[tuple[Any, ...]]:
         """The ``incoming_messages`` rows (staged; the inbound ``messages`` rows are
         derived from them in SQL)."""
-        incoming = list(self.inbound.values())
-        for row in incoming:
-            if row[_IN_CONTEXT]:
-                self.replies.add((row[0], row[_IN_CONTEXT]))
-        return incoming
+        return list(self.inbound.values())
 
 
 def _columns(table: Iterable[list[Any]], width: int) -> list[list[Any]]:
@@ -483,17 +474,19 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
     done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
     if prep.events or prep.statuses or prep.inbound:
         await conn.execute(sql.load("stage_tables"))
-    locks = set(prep.reply_locks)
+    # (organization, wamid) of the outbound messages whose replies this batch may change:
+    # what its incoming messages reply to, and what the stored ones they replace replied
+    # to (that message's audience row is recomputed too).
+    replies: set[tuple[int, str]] = set()
     if prep.inbound:
-        await _copy(conn, "wahook_stage_incoming", prep.inbound_rows())
-        # A stored reply replaced by another item of its wamid may stop replying to its
-        # message: that message's audience row is recomputed too, under its lock.
+        incoming = prep.inbound_rows()
+        replies.update((r[0], r[_IN_CONTEXT]) for r in incoming if r[_IN_CONTEXT])
+        await _copy(conn, "wahook_stage_incoming", incoming)
         for r in await conn.fetch(sql.load("incoming_contexts")):
-            key = (r["organization_id"], r["context_message_id"])
-            prep.replies.add(key)
-            locks.add(rows.reply_lock(*key))
-    if locks:  # before any row lock: see lock_replies.sql
-        await conn.fetchval(sql.load("lock_replies"), sorted(locks))
+            replies.add((r["organization_id"], r["context_message_id"]))
+    if replies:  # before any row lock: see lock_replies.sql
+        locks = sorted({rows.reply_lock(org, wamid) for org, wamid in replies})
+        await conn.fetchval(sql.load("lock_replies"), locks)
     if prep.quarantine:
         await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
     if prep.events:
@@ -505,8 +498,8 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
         await conn.execute(sql.load("write_statuses"))
     if prep.inbound:
         await conn.execute(sql.load("write_incoming"))  # messages, then incoming_messages
-    if prep.statuses or prep.replies:  # last: see sync_audience.sql
-        keys = sorted(prep.replies)
+    if prep.statuses or replies:  # last: see sync_audience.sql
+        keys = sorted(replies)
         await conn.execute(sql.load("sync_audience"), [k[0] for k in keys], [k[1] for k in keys])
     return done
 
