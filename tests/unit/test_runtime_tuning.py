@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wahook.runtime.tuning import DEFAULT_GC_THRESHOLD, tune_gc
+from wahook.runtime.tuning import tune_gc
 from wahook.settings import Settings
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "status_sent_pricing.json"
@@ -41,7 +41,7 @@ def test_tune_gc_zero_changes_nothing(restore_gc: None) -> None:
 
 
 def test_the_threshold_comes_from_the_environment() -> None:
-    assert Settings.from_env({}).gc_threshold == DEFAULT_GC_THRESHOLD
+    assert Settings.from_env({}).gc_threshold == Settings().gc_threshold == 50_000
     assert Settings.from_env({"WAHOOK_GC_THRESHOLD": "0"}).gc_threshold == 0
     assert Settings.from_env({"WAHOOK_GC_THRESHOLD": "20000"}).gc_threshold == 20_000
 
