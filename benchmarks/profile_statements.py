@@ -4,10 +4,12 @@ pipeline's traffic, plus how the status updates of `messages` were applied (HOT 
 The whole pipeline runs as in ``bench_pipeline.py`` (the same traffic and database
 seed), with the sink's connection wrapped so each statement is timed by its name in
 ``wahook/sinks/sql/``. ``--before-0004`` undoes migration 0004 after migrating (messages
-at 70% fill, the btree on the audit trail's (organization, wamid)), to compare with it.
+at 70% fill, the btree on the audit trail's (organization, wamid)), to compare with it;
+``--fillfactor N`` sets another fill factor for ``messages`` (after the rest).
 
     .venv/bin/python benchmarks/profile_statements.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
     .venv/bin/python benchmarks/profile_statements.py --dsn ... --before-0004
+    .venv/bin/python benchmarks/profile_statements.py --dsn ... --fillfactor 30
     .venv/bin/python benchmarks/profile_statements.py --dsn ... --writers 2 --events 20000
 """
 
@@ -32,6 +34,7 @@ import bench_pipeline
 import wahook.sinks.postgres as sink_module
 from wahook.runtime.logs import configure_logging
 from wahook.runtime.tuning import tune_gc
+from wahook.settings import Settings
 from wahook.testing import webhook_traffic
 
 BEFORE_0004 = """
@@ -85,6 +88,7 @@ async def main() -> None:
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--before-0004", action="store_true", help="undo migration 0004")
+    parser.add_argument("--fillfactor", type=int, help="fill factor of messages (10-100)")
     args = parser.parse_args()
     server = args.dsn or os.environ.get("WAHOOK_DSN")
     if not server:
@@ -92,7 +96,7 @@ async def main() -> None:
     configure_logging("console", "warning")
     n = bench_pipeline.bodies_for(args.events)
     bodies = list(webhook_traffic(n))
-    tune_gc(50_000)
+    tune_gc(Settings().gc_threshold)
 
     spent: collections.Counter[str] = collections.Counter()
     names = statement_names()
@@ -102,15 +106,20 @@ async def main() -> None:
         return await apply_prepared(TimedConnection(conn, spent, names), prep)  # type: ignore[arg-type]
 
     sink_module.apply_prepared = timed_apply  # apply_items looks it up at each call
-    if args.before_0004:
+    if args.fillfactor is not None and not 10 <= args.fillfactor <= 100:
+        parser.error("--fillfactor: between 10 and 100")
+    if args.before_0004 or args.fillfactor is not None:
         migrate = bench_pipeline.migrate
 
-        async def migrate_then_undo(conn: asyncpg.Connection) -> Any:
+        async def migrate_then_alter(conn: asyncpg.Connection) -> Any:
             done = await migrate(conn)
-            await conn.execute(BEFORE_0004)
+            if args.before_0004:
+                await conn.execute(BEFORE_0004)
+            if args.fillfactor is not None:
+                await conn.execute(f"ALTER TABLE messages SET (fillfactor = {args.fillfactor})")
             return done
 
-        bench_pipeline.migrate = migrate_then_undo  # type: ignore[assignment]
+        bench_pipeline.migrate = migrate_then_alter  # type: ignore[assignment]
 
     made: list[str] = []
     try:
@@ -119,6 +128,8 @@ async def main() -> None:
             dsn, bodies, args.batch_size, args.writers
         )
         schema = "before migration 0004" if args.before_0004 else "current schema"
+        if args.fillfactor is not None:
+            schema += f", messages at fill factor {args.fillfactor}"
         print(f"{events:,} events, batch {args.batch_size}, {args.writers} writer(s), {schema}: "
               f"{events / seconds:,.0f} events/s")  # fmt: skip
         pg = "unknown" if backends is None else f"{backends / events * 1e6:.1f}"
