@@ -738,7 +738,9 @@ async def record_outbound(
                                    [c(o.recipient) for o in by_phone],
                                    [c(o.wamid) for o in by_phone])  # fmt: skip
             await conn.execute(sql.load("outbound_link_replies"), orgs, wamids, campaigns)
-            # The audience rows last, status and replies at once (see sync_audience.sql).
+            # The audience rows last, status and replies at once (see sync_audience.sql). It
+            # reads its status keys from the statuses staging table, as the sink stages
+            # them (as parameter arrays: +1.5 µs per event on the sink's batches).
             await conn.execute(sql.load("stage_tables"))
             await conn.copy_records_to_table(
                 "wahook_stage_statuses", records=list(zip(orgs, wamids, strict=True)),
