@@ -164,9 +164,11 @@ class LoopLag:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._probe())
 
-    def stop(self) -> str:
+    def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    def summary(self) -> str:
         lags = sorted(self.lags) or [0.0]
 
         def at(q: float) -> float:
@@ -185,7 +187,7 @@ async def run_wahook(
 ) -> tuple[float, int, tuple[float, float | None]]:
     """Seconds and events for the pipeline over ``bodies`` (a count: generated lazily),
     and the CPU seconds it took: this process, the pool's backends (``None``: unknown).
-    ``lag``: probed during the run."""
+    ``lag``: probed during the run only."""
     source_bodies = webhook_traffic(bodies) if isinstance(bodies, int) else bodies
     async with asyncpg.create_pool(dsn, min_size=writers, max_size=writers) as pool:
         conns = [await pool.acquire() for _ in range(writers)]
@@ -203,6 +205,8 @@ async def run_wahook(
         stats = await pipeline.run()
         seconds = time.perf_counter() - start
         cpu1 = clock.read()
+        if lag is not None:
+            lag.stop()
     assert stats.failed == 0, "records failed"
     assert source.failed == [], "records failed"
     backends = None if cpu0[1] is None or cpu1[1] is None else cpu1[1] - cpu0[1]
@@ -457,7 +461,9 @@ async def main() -> None:
                 if backends is None
                 else f", the 2 CPUs {(own + backends) / seconds / 2:.0%} busy"
             )
-            print(f"  loop lag (another run, {events / seconds:,.0f} events/s{busy}): {lag.stop()}")
+            print(
+                f"  loop lag (another run, {events / seconds:,.0f} events/s{busy}): {lag.summary()}"
+            )
         del bodies
 
         peaks = []
