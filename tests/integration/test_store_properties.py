@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wahook.sinks.base import Record
+from wahook.sinks.locks import BUCKETS, FINE
 from wahook.sinks.postgres import (
     Item,
     Outbound,
@@ -286,7 +287,23 @@ async def test_crossed_statuses_and_replies_never_deadlock(pool: asyncpg.Pool) -
     assert (await dump_tables(pool))["campaign_audience"] == want["campaign_audience"]
 
 
-async def test_concurrent_replies_to_one_message_keep_the_first(pool: asyncpg.Pool) -> None:
+def _replies(prefix: str, wamid: str, timestamp: int, others: int) -> Record:
+    """A record replying to ``wamid``, and to ``others`` messages more (never recorded)."""
+    items = [text_message(f"{prefix}.0", "yes", timestamp, reply_to=wamid)]
+    items += [
+        text_message(f"{prefix}.{n}", "hm", timestamp, reply_to=f"wamid.other{n}")
+        for n in range(1, others + 1)
+    ]
+    return record(notification(messages=items))
+
+
+# Each writer locks few messages (one lock each) or more than FINE (whole buckets).
+@pytest.mark.parametrize(
+    ("first_others", "second_others"), [(0, 0), (FINE, 0), (0, FINE), (FINE, FINE)]
+)
+async def test_concurrent_replies_to_one_message_keep_the_first(
+    pool: asyncpg.Pool, first_others: int, second_others: int
+) -> None:
     """Two writers each store a reply to the same campaign message, the later reply's
     transaction reaching the audience row while the earlier one's is still open. The
     audience row must name the earlier reply whatever the commit order: the second writer
@@ -294,8 +311,8 @@ async def test_concurrent_replies_to_one_message_keep_the_first(pool: asyncpg.Po
     await _seed(pool)
     w = "wamid.asked"
     await record_outbound(pool, Outbound(1, w, "16505550001", campaign_id=1))
-    early = record(notification(messages=[text_message("wamid.early", "yes", 100, reply_to=w)]))
-    late = record(notification(messages=[text_message("wamid.late", "no", 200, reply_to=w)]))
+    early = _replies("wamid.early", w, 100, first_others)
+    late = _replies("wamid.late", w, 200, second_others)
     router = TenantRouter()
     async with pool.acquire() as first:
         tx = first.transaction()
@@ -311,5 +328,49 @@ async def test_concurrent_replies_to_one_message_keep_the_first(pool: asyncpg.Po
         await tx.commit()
     assert (await second).failed == {}
     row = await pool.fetchrow("SELECT replied_at, reply_message_id FROM campaign_audience")
-    assert row["reply_message_id"] == "wamid.early"
+    assert row["reply_message_id"] == "wamid.early.0"
     assert row["replied_at"].timestamp() == 100
+
+
+async def test_a_write_holds_a_bounded_number_of_reply_locks(pool: asyncpg.Pool) -> None:
+    """One lock per message replied to (and per bucket) up to FINE messages; beyond, one
+    per bucket: never more than BUCKETS, however many replies a batch carries."""
+    await _seed(pool)
+    router = TenantRouter()
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    for others, most in ((3, 2 * 4), (4 * BUCKETS, BUCKETS)):
+        batch = _replies(f"wamid.in{others}", "wamid.asked", 100, others)
+        async with pool.acquire() as conn, conn.transaction():
+            await apply_items(conn, [Item(batch.id, batch.received_at, batch.events)], router)
+            assert 0 < await conn.fetchval(held) <= most
+
+
+@pytest.mark.slow
+async def test_more_replies_than_the_servers_lock_table_holds(pool: asyncpg.Pool) -> None:
+    """A burst of replies to more campaign messages than the server has advisory locks for
+    (max_locks_per_transaction x connections, shared by all sessions) is recorded and
+    written, every audience row marked replied. One lock per message replied to failed
+    here with "out of shared memory" (and retrying could not help)."""
+    await _seed(pool)
+    per_tx = await pool.fetchval("SELECT current_setting('max_locks_per_transaction')::int")
+    slots = await pool.fetchval(
+        "SELECT current_setting('max_connections')::int"
+        " + current_setting('max_prepared_transactions')::int"
+    )
+    n = 3 * per_tx * slots
+    asked = [f"wamid.asked{i}" for i in range(n)]
+    await record_outbound(
+        pool, [Outbound(1, w, f"1650{i:07d}", campaign_id=1) for i, w in enumerate(asked)]
+    )
+    burst = record(
+        notification(
+            messages=[
+                text_message(f"wamid.re{i}", "yes", 100, reply_to=w) for i, w in enumerate(asked)
+            ]
+        )
+    )
+    result = await PostgresSink(pool, retries=1).write([burst])
+    assert result.failed == {}
+    assert result.applied == n
+    replied = "SELECT count(*) FROM campaign_audience WHERE reply_message_id IS NOT NULL"
+    assert await pool.fetchval(replied) == n

@@ -47,7 +47,7 @@ from wahook.parse.models import (
     Pricing,
     Status,
 )
-from wahook.sinks import rows, sql
+from wahook.sinks import locks, rows, sql
 from wahook.sinks.base import Event, Record, WriteResult
 
 if TYPE_CHECKING:
@@ -484,9 +484,8 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
         await _copy(conn, "wahook_stage_incoming", incoming)
         for r in await conn.fetch(sql.load("incoming_contexts")):
             replies.add((r["organization_id"], r["context_message_id"]))
-    if replies:  # before any row lock: see lock_replies.sql
-        locks = sorted({rows.reply_lock(org, wamid) for org, wamid in replies})
-        await conn.fetchval(sql.load("lock_replies"), locks)
+    if replies:  # before any row lock: see wahook.sinks.locks
+        await locks.lock_replies(conn, replies)
     if prep.quarantine:
         await conn.fetchval(sql.load("write_quarantine"), *prep.quarantine_columns())
     if prep.events:
@@ -719,8 +718,7 @@ async def record_outbound(
 
     async def run(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
-            locks = sorted({rows.reply_lock(o.organization_id, c(o.wamid) or "") for o in items})
-            await conn.fetchval(sql.load("lock_replies"), locks)
+            await locks.lock_replies(conn, ((o.organization_id, c(o.wamid) or "") for o in items))
             await conn.execute(sql.load("outbound_messages"), orgs, wamids, campaigns,
                                [c(o.recipient) for o in items],
                                [c(o.message_type) for o in items],

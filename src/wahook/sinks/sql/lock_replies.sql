@@ -1,7 +1,8 @@
--- The replies to one outbound message are guarded by one advisory lock, taken by every
--- transaction that stores such a reply (the sink) or records the message replied to
--- (record_outbound), first in the transaction, before any row lock. Exclusive for both:
--- two writers storing replies to the same message must not compute its audience row's
--- first reply each without seeing the other's (shared locks let them; the later commit
--- then kept its own, later reply). Keys arrive sorted; unnest keeps their order.
-SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k
+-- The replies' advisory locks (see wahook/sinks/locks.py), until the transaction ends:
+-- ($2, $3) pairs in the order to take them, a null key standing for its bucket's lock
+-- (shared when $1). unnest keeps the order of its arrays. Buckets use the two-integer
+-- form of the lock functions (class 1), keys the bigint form: the two never collide.
+SELECT count(CASE WHEN l.k IS NOT NULL THEN pg_advisory_xact_lock(l.k)
+                  WHEN $1 THEN pg_advisory_xact_lock_shared(1, l.b)
+                  ELSE pg_advisory_xact_lock(1, l.b) END)
+FROM unnest($2::int4[], $3::int8[]) AS l(b, k)
