@@ -17,6 +17,13 @@ In the same run, each into a fresh migrated database:
         constraints or indexes.
 Also: the SQL share of (ii) at batch 5,000 (rows prepared in Python beforehand, only the
 transactions timed), the bound of any Python-side optimisation.
+And (iv) the floor: a strict subset of the work every sink must do here, its rows built
+before timing (only the driver and the server timed), on one and on two connections (the
+records split by wamid as between writers): per 5,000 events, in one
+transaction, the audit rows COPY'd into a logged table whose only index is the unique
+dedup key, and one UPDATE of the batch's messages rows (status and rank only: no
+monotone merge, no audience, no incoming tables, no conflict handling). No sink doing
+more than this can be faster than it on this server.
 Also measured, to choose the write strategy: the audit-row upsert of a 5,000 batch as
 UNNEST arrays vs COPY into a temporary table then INSERT ... SELECT ... ON CONFLICT.
 
@@ -274,18 +281,21 @@ async def run_per_event(dsn: str, records: list[Record], outbound: list[Outbound
             return time.perf_counter() - start
 
 
+# The audit rows' columns as the ceiling and the floor store them.
+AUDIT_COLUMNS = (
+    "(organization_id bigint, field text, event_kind text, event_type text,"
+    " whatsapp_message_id text, message_status text, waba_id text, phone_number_id text,"
+    " event_at bigint, payload jsonb, payload_raw bytea, content_key bytea, dedup_key bytea"
+    " {unique}, source_message_id text, received_at float8)"
+)
+
+
 async def run_copy(dsn: str, records: list[Record]) -> float:
     """The ceiling: the audit rows COPY'd into an unlogged table without constraints."""
     router = TenantRouter()
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE UNLOGGED TABLE copy_ceiling (organization_id bigint, field text,"
-            " event_kind text, event_type text, whatsapp_message_id text, message_status text,"
-            " waba_id text, phone_number_id text, event_at bigint, payload jsonb,"
-            " payload_raw bytea, content_key bytea, dedup_key bytea, source_message_id text,"
-            " received_at float8)"
-        )
+        await conn.execute("CREATE UNLOGGED TABLE copy_ceiling " + AUDIT_COLUMNS.format(unique=""))
         await router.refresh(conn)
         rows: list[tuple[Any, ...]] = []
         for r in records:
@@ -296,6 +306,56 @@ async def run_copy(dsn: str, records: list[Record]) -> float:
         return time.perf_counter() - start
     finally:
         await conn.close()
+
+
+FLOOR_STATUS = (
+    "UPDATE messages m SET message_status = t.status, status_rank = t.rank, updated_at = now()"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int2[]) AS t(org, wamid, status, rank)"
+    " WHERE m.organization_id = t.org AND m.whatsapp_message_id = t.wamid"
+)
+
+
+async def run_floor(
+    dsn: str, records: list[Record], outbound: list[Outbound], batch: int, connections: int
+) -> float:
+    """Seconds of the floor (see the module's docstring) on ``connections`` connections,
+    the records split among them by wamid as ``Pipeline`` splits them among writers."""
+    async with asyncpg.create_pool(dsn, min_size=connections, max_size=connections) as pool:
+        await seed(pool, outbound)
+        await pool.execute("CREATE TABLE floor_audit " + AUDIT_COLUMNS.format(unique="UNIQUE"))
+        router = TenantRouter()
+        async with pool.acquire() as conn:
+            await router.refresh(conn)
+        seen: set[bytes] = set()  # a plain COPY cannot skip a key stored before: leave it out
+        work: list[list[tuple[list[tuple[Any, ...]], list[list[Any]]]]] = []
+        for k in range(connections):
+            share = [r for r in records if writer_of(r, connections) == k]
+            work.append([])
+            for i in range(0, len(share), batch):
+                prep = _Prepared(
+                    [Item(r.id, r.received_at, r.events) for r in share[i : i + batch]], router
+                )
+                audit = [tuple(row) for key, row in sorted(prep.events.items()) if key not in seen]
+                seen.update(prep.events)
+                merged = [
+                    list(c)
+                    for c in zip(
+                        *(s[:2] + s[4:6] for _, s in sorted(prep.statuses.items())), strict=True
+                    )
+                ]
+                work[k].append((audit, merged))
+
+        async def connection(part: list[tuple[list[tuple[Any, ...]], list[list[Any]]]]) -> None:
+            async with pool.acquire() as conn:
+                for audit, merged in part:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table("floor_audit", records=audit)
+                        if merged:
+                            await conn.execute(FLOOR_STATUS, *merged)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(connection(part) for part in work))
+        return time.perf_counter() - start
 
 
 UNNEST_EVENTS = (
@@ -443,6 +503,10 @@ async def main() -> None:
             print(f"(ii)  wahook batch  5000, 2 writers, {how}: {t:.2f}s = {n / t:,.0f} events/s")
             await verify(dsn, records, outbound)
         await baselines(subset[half:])
+        for connections in (1, 2):
+            t = await run_floor(await dbs.fresh("floor"), records, outbound, 5000, connections)
+            results[f"floor, {connections} connection{'s' * (connections > 1)}"] = n / t
+            print(f"(iv)  floor, {connections} connection(s): {t:.2f}s = {n / t:,.0f} events/s")
 
         u, c = await strategy(await dbs.fresh("strategy"), records, 5000)
         print(
@@ -456,8 +520,9 @@ async def main() -> None:
             f"COPY {ceiling:,.0f} rows/s"
         )
         for label, rate in results.items():
+            who = "" if label.startswith("floor") else "wahook "
             print(
-                f"wahook {label:<45} {rate:>8,.0f} events/s  {rate / per_event:6.1f}x per-event"
+                f"{who + label:<52} {rate:>8,.0f} events/s  {rate / per_event:6.1f}x per-event"
                 f"  {rate / ceiling:.2f}x COPY"
             )
         single = results["batch 5000"]
@@ -465,6 +530,13 @@ async def main() -> None:
         print(
             f"target (batch 5,000 >= 50x per-event and >= 0.25x COPY): {'met' if ok else 'NOT met'}"
         )
+        floor = results["floor, 1 connection"]  # the target is one writer's
+        if floor < 0.25 * ceiling:
+            print(
+                f"  the floor on one connection (a strict part of one writer's work, rows built"
+                f" before timing) reaches {floor / ceiling:.2f}x COPY: no one-writer sink reaches"
+                " 0.25x on this server"
+            )
     finally:
         await dbs.drop_all()
         if embedded is not None:
