@@ -63,10 +63,18 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "57")
 _TRANSIENT_CODES = ("55P03", "55006")
 
 
+class RepliesMoved(TransientError):
+    """Another writer replaced a stored incoming message of the batch, changing what it
+    replies to, after the batch read it and before the batch locked it. A retry reads it
+    again (and locks what it replies to now)."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures a retry may cure: the connection, the server, lock contention."""
     import asyncpg
 
+    if isinstance(exc, TransientError):
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_CODES
@@ -496,7 +504,17 @@ async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
         await _copy(conn, "wahook_stage_statuses", prep.status_rows())
         await conn.execute(sql.load("write_statuses"))
     if prep.inbound:
-        await conn.execute(sql.load("write_incoming"))  # messages, then incoming_messages
+        await conn.execute(sql.load("write_inbound"))  # the messages rows, locked
+        # What the stored versions reply to now. Another writer may have replaced one
+        # (and committed) between the read above and these locks, making it reply to a
+        # message whose replies this transaction has not locked and would not recompute.
+        for r in await conn.fetch(sql.load("incoming_contexts")):
+            if (r["organization_id"], r["context_message_id"]) not in replies:
+                raise RepliesMoved(
+                    f"incoming message of organization {r['organization_id']} now replies to"
+                    f" {r['context_message_id']!r}, not locked by this batch"
+                )
+        await conn.execute(sql.load("write_incoming"))
     if prep.statuses or replies:  # last: see sync_audience.sql
         keys = sorted(replies)
         await conn.execute(sql.load("sync_audience"), [k[0] for k in keys], [k[1] for k in keys])

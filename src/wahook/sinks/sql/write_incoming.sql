@@ -1,24 +1,6 @@
--- Incoming messages, from the staging table (one row per (organization, wamid)), first
--- into messages (direction inbound), sorted. Where two different items share a wamid, the
--- least content key wins.
-INSERT INTO messages AS m (organization_id, whatsapp_message_id, direction, phone_number,
-                           user_id, message_type, content, message_at, content_key)
-SELECT org, wamid, 'inbound', NULLIF(phone, ''), uid, type, content, to_timestamp(at), ckey
-FROM wahook_stage_incoming
-ORDER BY org, wamid
-ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
-    direction = 'inbound',
-    phone_number = EXCLUDED.phone_number,
-    user_id = EXCLUDED.user_id,
-    message_type = EXCLUDED.message_type,
-    content = EXCLUDED.content,
-    message_at = EXCLUDED.message_at,
-    content_key = EXCLUDED.content_key,
-    updated_at = now()
-WHERE m.content_key IS NULL OR EXCLUDED.content_key < m.content_key;
-
--- Then the detail of every incoming message, one row per (organization, wamid), sorted. A
--- reply to a message of a campaign gets that campaign as context_campaign_id.
+-- The detail of every incoming message (after write_inbound.sql), one row per
+-- (organization, wamid), sorted. A reply to a message of a campaign gets that campaign as
+-- context_campaign_id.
 INSERT INTO incoming_messages AS i (
     organization_id, whatsapp_message_id, from_phone_number, from_user_id, profile_name,
     message_type, content, media_id, media_mime_type, media_sha256, media_filename,
