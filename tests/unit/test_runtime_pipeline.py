@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from wahook.errors import TransientError
+from wahook.runtime import pipeline
 from wahook.runtime.failures import RetryPolicy, classify
 from wahook.runtime.inprocess import InProcessSource
-from wahook.runtime.pipeline import Pipeline, to_record
+from wahook.runtime.pipeline import Pipeline, to_record, writer_of
 from wahook.runtime.source import BaseSource, Message
 from wahook.sinks.base import Record, WriteResult
 
@@ -345,3 +346,50 @@ async def test_several_writers_each_take_the_messages_of_their_wamids() -> None:
     assert sorted(source.acked) == sorted(m.id for m in source.messages)
     assert len(set(source.acked)) == len(bodies)
     assert stats.events == 180
+
+
+async def test_a_stalled_writer_hands_its_batches_to_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One writer's batch is stuck in the sink (a long retry, a bisection): once its queue
+    has been full for ``_STALL`` seconds, its next batches go to the other writer, so
+    everything else is committed and acknowledged while the stuck batch waits."""
+    monkeypatch.setattr(pipeline, "_STALL", 0.05)
+    wamids = [f"wamid.s{i}" for i in range(40)]
+    by_writer = {
+        k: [w for w in wamids if writer_of(to_record(Message("x", status_body(w, "sent"))), 2) == k]
+        for k in (0, 1)
+    }
+    stuck_wamid = by_writer[0][0]
+    bodies = [status_body(stuck_wamid, s) for s in ("sent", "delivered", "read", "played")]
+    bodies += [status_body(w, s) for s in ("sent", "delivered") for w in by_writer[0][1:]]
+    bodies += [status_body(w, "sent") for w in by_writer[1]]
+    release = asyncio.Event()
+    stuck: list[str] = []
+
+    class StuckSink(FakeSink):
+        async def write(self, batch: Sequence[Record]) -> WriteResult:
+            if not stuck:  # the very first batch written stays in the sink until released
+                stuck.extend(r.id for r in batch)
+                await release.wait()
+            return await super().write(batch)
+
+    source, sink = ListSource(bodies, per_batch=2), StuckSink()
+    run = asyncio.create_task(
+        Pipeline(source, sink, batch_size=2, batch_max_age=5, writers=2).run()
+    )
+    # Waiting for the writer: its stuck batch (m0, m1) and the one queued behind it (m2,
+    # m3, the same message's other statuses); every later batch went elsewhere.
+    behind = {"m0", "m1", "m2", "m3"}
+    everyone_else = {m.id for m in source.messages} - behind
+    for _ in range(500):
+        if everyone_else <= set(source.acked):
+            break
+        await asyncio.sleep(0.01)
+    assert stuck == ["m0", "m1"]
+    assert everyone_else <= set(source.acked)  # all committed while the first batch waits
+    assert not behind & set(source.acked)
+    release.set()
+    await run
+    assert sorted(source.acked) == sorted(m.id for m in source.messages)
+    assert len(set(source.acked)) == len(bodies)

@@ -47,6 +47,11 @@ READER_GRACE = 1.0
 # Bodies decoded between two returns to the event loop (~0.5 ms): a source may hand over
 # hundreds at once, and the writers' next statements should not wait for all of them.
 _DECODE_STEP = 32
+# Seconds a batch waits for its own writer before going to any writer with room: far
+# longer than a transaction, so only a writer stalled (a long retry, a poison batch being
+# bisected) gives up the locality of its wamids, and it holds the others up no longer.
+_STALL = 1.0
+_STALL_POLL = 0.005
 Items = list[tuple[Message, Record]]
 
 
@@ -56,8 +61,9 @@ def writer_of(record: Record, writers: int) -> int:
     message go to one writer, in arrival order, and two writers' transactions rarely
     touch the same ``messages`` row, where the second would wait for the first to commit
     (with round-robin batches of shuffled statuses, ~24% of the second writer's time).
-    The price: a writer that falls behind (a long retry) holds up the batcher, and so the
-    others, once its one-batch queue is full."""
+    A writer that stalls (a long retry) holds up the batcher, and so the others, for
+    ``_STALL`` seconds at most once its one-batch queue is full: then its batches go to
+    any writer with room (``Pipeline._hand_over``)."""
     if writers == 1:
         return 0
     key = record.id
@@ -272,10 +278,33 @@ class Pipeline:
                 if pending[k] and (
                     ended or weight[k] >= self.batch_size or loop.time() >= flush_at[k]
                 ):
-                    await self._batches[k].put(pending[k])
+                    await self._hand_over(k, pending[k])
                     pending[k], weight[k] = [], 0
         for queue in self._batches:
             await queue.put(_END)
+
+    async def _hand_over(self, k: int, batch: Items) -> None:
+        """Give ``batch`` to writer ``k``; if its queue stays full for ``_STALL`` seconds,
+        to the first writer with room. By wamid is for speed only (the sink is
+        order-independent and safe under concurrency), so a stalled writer costs the
+        others a second at most, not its whole stall."""
+        queue = self._batches[k]
+        if not queue.full() or len(self._batches) == 1:
+            await queue.put(batch)
+            return
+        try:
+            async with asyncio.timeout(_STALL):
+                await queue.put(batch)
+            return
+        except TimeoutError:
+            pass
+        log.warning("writer_stalled", writer=k, stall=_STALL)
+        while True:  # rare: poll for a queue with room, the stalled writer's first
+            for q in (queue, *self._batches):
+                if not q.full():
+                    q.put_nowait(batch)
+                    return
+            await asyncio.sleep(_STALL_POLL)
 
     async def _write(self, batches: asyncio.Queue[Items | None]) -> None:
         while (items := await batches.get()) is not _END:
