@@ -8,15 +8,17 @@ end. So the audience row's first reply is computed by one transaction at a time,
 seeing the replies the others committed (and a reply stored before its message was
 recorded gets the campaign).
 
-The server's lock table is shared and small (``max_locks_per_transaction`` × connections:
-6,400 entries by default, all sessions together), so a transaction never takes one lock
-per message when it has many: a burst of replies (a backlog after a campaign) or a large
-``record_outbound`` would fail with "out of shared memory" and be retried in vain. Each
-message falls in one of ``BUCKETS`` buckets. With at most ``FINE`` messages, a
-transaction takes each bucket it touches shared and each message exclusive; with more,
-each bucket it touches exclusive. Either way two transactions sharing a message exclude
-each other, and no transaction holds more than ``BUCKETS`` of these locks. Locks are
-taken in one order — bucket, then the bucket's messages — so they never deadlock.
+The server's lock table is shared by all sessions and small (sized for
+``max_locks_per_transaction`` × (``max_connections`` + ``max_prepared_transactions``)
+locks, 6,400 by default; one transaction failed at 12,000-15,000 here), so a transaction
+never takes one lock per message when it has many: a burst of replies (a backlog after a
+campaign) or a large ``record_outbound`` would fail with "out of shared memory" and be
+retried in vain. Each message falls in one of ``BUCKETS`` buckets. With at most ``FINE``
+messages, a transaction takes each bucket it touches shared and each message exclusive;
+with more, each bucket it touches exclusive. Either way two transactions sharing a
+message exclude each other, and no transaction holds more than ``BUCKETS`` of these
+locks. Locks are taken in one order — bucket, then the bucket's messages — so they never
+deadlock.
 """
 
 from __future__ import annotations
