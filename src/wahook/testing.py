@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from wahook.sinks.base import Record
-from wahook.sinks.memory import MemorySink
+from wahook.sinks.memory import MemorySink, dump_order
 
 PHONE_NUMBER_ID = "106540352242922"
 WABA_ID = "102290129340398"
@@ -65,7 +65,7 @@ async def dump_tables(conn: Any) -> dict[str, list[dict[str, Any]]]:
             if table == "quarantine":
                 row["resolved"] = r["resolved_at"] is not None
             rows.append(row)
-        out[table] = sorted(rows, key=lambda row: repr(sorted(row.items())))
+        out[table] = sorted(rows, key=dump_order)
     return out
 
 

@@ -320,5 +320,12 @@ class MemorySink:
         }
 
 
+def dump_order(row: Row) -> str:
+    """Where a row goes in a dump (here and in ``wahook.testing.dump_tables``): its columns
+    by name, and JSON values with their keys sorted, so two equal rows sort alike however
+    their dicts were built (PostgreSQL's jsonb and Python order keys differently)."""
+    return json.dumps(row, sort_keys=True, default=repr)
+
+
 def _sorted(table: Any) -> list[Row]:
-    return sorted((dict(r) for r in table), key=lambda r: repr(sorted(r.items())))
+    return sorted((dict(r) for r in table), key=dump_order)
