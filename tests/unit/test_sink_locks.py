@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wahook.sinks.locks import BUCKETS, FINE, key, plan
+from wahook.sinks.locks import BUCKETS, FINE, plan
+from wahook.sinks.rows import reply_lock
 
 keys = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2 * FINE)
 
@@ -42,7 +43,7 @@ def test_locks_come_in_one_global_order(ks: list[int]) -> None:
 
 
 def test_a_burst_beyond_fine_locks_buckets_not_messages() -> None:
-    many = [key(1, f"wamid.{n}") for n in range(5 * BUCKETS)]
+    many = [reply_lock(1, f"wamid.{n}") for n in range(5 * BUCKETS)]
     buckets, lock_keys, shared = plan(many)
     assert not shared
     assert buckets == sorted(set(buckets))
@@ -51,6 +52,6 @@ def test_a_burst_beyond_fine_locks_buckets_not_messages() -> None:
 
 
 def test_keys_are_stable_and_distinguish_organizations() -> None:
-    assert key(1, "wamid.A") == key(1, "wamid.A")
-    assert key(1, "wamid.A") != key(2, "wamid.A")
-    assert -(2**63) <= key(1, "wamid.\udc80") < 2**63  # a lone surrogate still hashes
+    assert reply_lock(1, "wamid.A") == reply_lock(1, "wamid.A")
+    assert reply_lock(1, "wamid.A") != reply_lock(2, "wamid.A")
+    assert -(2**63) <= reply_lock(1, "wamid.\udc80") < 2**63  # a lone surrogate still hashes

@@ -23,23 +23,16 @@ deadlock.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from wahook.sinks import sql
+from wahook.sinks import rows, sql
 
 if TYPE_CHECKING:
     import asyncpg
 
 BUCKETS = 1024
 FINE = 512
-
-
-def key(org: int, wamid: str) -> int:
-    """The lock key (a signed bigint) of the replies to one outbound message."""
-    text = b"r\x1f" + str(org).encode() + b"\x1f" + wamid.encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
 
 
 def plan(keys: Iterable[int]) -> tuple[list[int], list[int | None], bool]:
@@ -64,6 +57,6 @@ def plan(keys: Iterable[int]) -> tuple[list[int], list[int | None], bool]:
 async def lock_replies(conn: asyncpg.Connection, messages: Iterable[tuple[int, str]]) -> None:
     """Lock the replies to the outbound ``messages`` ((organization, wamid) pairs) until
     the transaction ends."""
-    buckets, keys, shared = plan(key(org, wamid) for org, wamid in messages)
+    buckets, keys, shared = plan(rows.reply_lock(org, wamid) for org, wamid in messages)
     if buckets:
         await conn.fetchval(sql.load("lock_replies"), shared, buckets, keys)

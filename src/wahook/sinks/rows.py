@@ -68,6 +68,12 @@ def tenant_key(dkey: bytes, ckey: bytes) -> bytes:
     return _hash(b"t", dkey, ckey)
 
 
+def reply_lock(org: int, wamid: str) -> int:
+    """Advisory lock key guarding the replies to one outbound message (a signed bigint)."""
+    digest = _hash(b"r", str(org).encode(), _b(wamid))
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def problem_key(p: Problem) -> bytes:
     return _hash(b"q", scope(p), _b(p.field), p.raw)
 
