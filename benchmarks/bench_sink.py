@@ -337,6 +337,7 @@ async def run_floor(
                 )
                 audit = [tuple(row) for key, row in sorted(prep.events.items()) if key not in seen]
                 seen.update(prep.events)
+                # A merged status row: org, wamid, (phone, user id), status, rank, ...
                 merged = [
                     list(c)
                     for c in zip(

@@ -17,4 +17,4 @@ ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
     message_at = EXCLUDED.message_at,
     content_key = EXCLUDED.content_key,
     updated_at = now()
-WHERE m.content_key IS NULL OR EXCLUDED.content_key < m.content_key;
+WHERE m.content_key IS NULL OR EXCLUDED.content_key < m.content_key
