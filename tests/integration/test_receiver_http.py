@@ -21,6 +21,7 @@ from wahook.receiver.core import Receiver
 from wahook.receiver.credentials import OrgCredentials
 from wahook.receiver.serve import Server
 from wahook.settings import Settings
+from wahook.verdict import ANY, Verdict
 
 TOKEN = "serve-token-5be1"
 SECRET = "serve-secret-a9d3"
@@ -292,7 +293,8 @@ async def test_in_process_delivery_outcomes(http: aiohttp.ClientSession) -> None
             self.committed = committed
 
         async def put(self, body: bytes, *, id: str | None = None,
-                      received_at: float | None = None) -> asyncio.Future[bool]:  # fmt: skip
+                      received_at: float | None = None,
+                      verdict: Verdict = ANY) -> asyncio.Future[bool]:  # fmt: skip
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             if self.committed is not None:
                 done.set_result(self.committed)

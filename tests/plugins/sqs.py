@@ -167,11 +167,23 @@ def queue_counts(client: Any, url: str) -> tuple[int, int]:
 
 
 def send_bodies(
-    client: Any, url: str, bodies: list[bytes], *, backlog: int | None = None, **extra: Any
+    client: Any,
+    url: str,
+    bodies: list[bytes],
+    *,
+    backlog: int | None = None,
+    verdict: str | None = "any",
+    **extra: Any,
 ) -> list[str]:
     """Send bodies 10 per call; returns the message ids in order. With ``backlog``, wait
     while the queue holds more than that many messages (moto's calls cost O(queue length),
-    so a test that sends while a worker consumes keeps the queue short)."""
+    so a test that sends while a worker consumes keeps the queue short). ``verdict`` is
+    the tenancy verdict attribute the receiver would have set (``any``: signed with the
+    deployment-wide secret; None: a message queued without one)."""
+    if verdict is not None:
+        extra.setdefault(
+            "MessageAttributes", {"verdict": {"DataType": "String", "StringValue": verdict}}
+        )
     ids: list[str] = []
     for start in range(0, len(bodies), 10):
         if backlog is not None and start % 100 == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import ClassVar
 
 import pytest
 
@@ -16,6 +17,7 @@ from wahook.receiver.core import (
     Request,
     Response,
 )
+from wahook.verdict import ANY, Verdict
 
 TOKEN = "verify-tok-3f9c"
 SECRET = "app-secret-7d2a"
@@ -44,10 +46,10 @@ class Orgs:
     def verify_tokens(self) -> tuple[str, ...]:
         return ("org-token-a",)
 
-    def app_secrets(self, phone_number_ids: object, waba_ids: object) -> tuple[str, ...]:
+    def app_secrets(self, phone_number_ids: object, waba_ids: object) -> dict[str, frozenset[int]]:
         phones, wabas = tuple(phone_number_ids), tuple(waba_ids)  # type: ignore[call-overload]
         self.asked.append((phones, wabas))
-        return ("org-secret-a",) if "111" in phones else ()
+        return {"org-secret-a": frozenset({1})} if "111" in phones else {}
 
 
 def test_handshake_echoes_the_challenge_as_text() -> None:
@@ -137,12 +139,59 @@ def test_the_app_secret_of_the_organization_the_body_names() -> None:
     rx = make(app_secrets=(), credentials=orgs)
     mine = samples.sample(phone_number_id="111")
     other = samples.sample(phone_number_id="222")
-    assert isinstance(rx.handle(post(mine, signed(mine, "org-secret-a"))), Accepted)
+    accepted = rx.handle(post(mine, signed(mine, "org-secret-a")))
+    assert isinstance(accepted, Accepted)
+    assert accepted.verdict == Verdict.of({1})
     # Another organization's body signed with org a's secret does not pass.
     refused = rx.handle(post(other, signed(other, "org-secret-a")))
     assert isinstance(refused, Response)
     assert refused.status == 403
     assert orgs.asked[0] == (("111",), (samples.WABA_ID,))
+
+
+class SharedOrgs:
+    """Organizations 1 and 2 (phone 111, 222) each with their own secret; 3 shares 1's
+    secret (one Meta app); 4 (phone 444) has none."""
+
+    holders: ClassVar = {"secret-1": frozenset({1, 3}), "secret-2": frozenset({2})}
+    by_phone: ClassVar = {"111": "secret-1", "222": "secret-2", "333": "secret-1"}
+
+    def verify_tokens(self) -> tuple[str, ...]:
+        return ()
+
+    def app_secrets(self, phone_number_ids: object, waba_ids: object) -> dict[str, frozenset[int]]:
+        named = [self.by_phone[p] for p in phone_number_ids if p in self.by_phone]  # type: ignore[attr-defined]
+        return {s: self.holders[s] for s in named}
+
+
+def two_tenants_body(*phones: str) -> bytes:
+    """One entry per phone number id, each with one status."""
+    entries = []
+    for p in phones:
+        status = {"id": f"wamid.{p}", "status": "sent", "timestamp": "1", "recipient_id": "1"}
+        value = {"metadata": {"phone_number_id": p}, "statuses": [status]}
+        entries.append({"id": f"waba-{p}", "changes": [{"field": "messages", "value": value}]})
+    return json.dumps({"object": "whatsapp_business_account", "entry": entries}).encode()
+
+
+def test_verdict_is_the_organizations_whose_secret_verified() -> None:
+    rx = make(app_secrets=(SECRET,), credentials=SharedOrgs())
+    body = two_tenants_body("111", "222")
+    by_deployment = rx.handle(post(body, signed(body, SECRET)))
+    assert isinstance(by_deployment, Accepted)
+    assert by_deployment.verdict == ANY
+    # Signed with organization 1's secret: 1 and 3 (same secret), never 2.
+    by_one = rx.handle(post(body, signed(body, "secret-1")))
+    assert isinstance(by_one, Accepted)
+    assert by_one.verdict == Verdict.of({1, 3})
+    by_two = rx.handle(post(body, signed(body, "secret-2")))
+    assert isinstance(by_two, Accepted)
+    assert by_two.verdict == Verdict.of({2})
+    # A secret of an organization the body does not name is not tried: 403.
+    only_two = two_tenants_body("222")
+    refused = rx.handle(post(only_two, signed(only_two, "secret-1")))
+    assert isinstance(refused, Response)
+    assert refused.status == 403
 
 
 def test_oversize_body_is_413() -> None:
@@ -226,4 +275,4 @@ def test_no_secret_in_any_log_line(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_no_credentials_is_empty() -> None:
     assert tuple(NO_CREDENTIALS.verify_tokens()) == ()
-    assert tuple(NO_CREDENTIALS.app_secrets(["1"], ["2"])) == ()
+    assert dict(NO_CREDENTIALS.app_secrets(["1"], ["2"])) == {}

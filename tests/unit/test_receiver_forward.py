@@ -18,12 +18,14 @@ from wahook.receiver.doubles import AsyncMemorySqs, MemorySqs
 from wahook.receiver.envelope import Unsplittable, split, summarize
 from wahook.receiver.forward import (
     ATTRIBUTE_RESERVE,
+    MAX_ATTRIBUTES,
     MAX_BATCH_ENTRIES,
     AsyncForwarder,
     ForwardError,
     Planner,
     SyncForwarder,
 )
+from wahook.verdict import ANY, Verdict
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/wahook"
 LIMIT = 256 * 1024
@@ -54,8 +56,13 @@ def big_body(target: int = 3 * 1024 * 1024) -> bytes:
     return samples.notification(*entries)
 
 
-def accepted(body: bytes) -> Accepted:
-    return Accepted(body, summarize(body), 1764075600.25)
+def accepted(body: bytes, verdict: Verdict = ANY) -> Accepted:
+    return Accepted(body, summarize(body), 1764075600.25, verdict)
+
+
+def counts(attrs: dict[str, str]) -> dict[str, int]:
+    """The ``counts`` attribute (``changes=N,messages=N,statuses=N``) as a dict."""
+    return {k: int(v) for k, v in (p.split("=") for p in attrs["counts"].split(","))}
 
 
 def test_split_keeps_every_event_exactly_once() -> None:
@@ -112,12 +119,45 @@ def test_attributes_describe_the_body() -> None:
         "waba_id": samples.WABA_ID,
         "phone_number_id": samples.PHONE_NUMBER_ID,
         "field": "messages",
-        "changes": "1",
-        "messages": "2",
-        "statuses": "3",
+        "counts": "changes=1,messages=2,statuses=3",
+        "verdict": "any",
     }
     assert entry.params["MessageBody"].encode() == body
     assert "MessageGroupId" not in entry.params
+
+
+BIG_VERDICT = Verdict.of(range(1, 3001))  # one Meta app's secret shared by 3,000 tenants
+
+
+@pytest.mark.parametrize("verdict", [ANY, Verdict.of({7}), BIG_VERDICT])
+@pytest.mark.parametrize(
+    "body",
+    [
+        samples.sample(messages=2, statuses=3),
+        b"\x00not json\xff",  # a problem, base64-encoded
+        b'{"object":"page","x":"\x01"}',  # a problem SQS cannot carry as text
+    ],
+    ids=["notification", "binary-problem", "control-char-problem"],
+)
+def test_at_most_ten_attributes_and_the_verdict_whole(body: bytes, verdict: Verdict) -> None:
+    """SQS takes 10 message attributes (moto does not enforce it): every part of every
+    kind of body stays within it, and the verdict arrives whole, never cut."""
+    for entry in Planner(QUEUE).entries(accepted(body, verdict)):
+        attrs = entry.params["MessageAttributes"]
+        assert len(attrs) <= MAX_ATTRIBUTES
+        assert Verdict.decode(attrs["verdict"]["StringValue"]) == verdict
+
+
+def test_split_parts_keep_the_verdict_and_the_attribute_limit() -> None:
+    body = big_body()
+    entries = Planner(QUEUE).entries(accepted(body, BIG_VERDICT))
+    assert len(entries) > 12
+    for entry in entries:
+        attrs = entry.params["MessageAttributes"]
+        assert {"part", "verdict", "counts"} <= set(attrs)
+        assert len(attrs) <= MAX_ATTRIBUTES
+        assert Verdict.decode(attrs["verdict"]["StringValue"]) == BIG_VERDICT
+        assert entry.size <= LIMIT
 
 
 def test_fifo_queues_get_group_and_deduplication_ids() -> None:
@@ -162,8 +202,8 @@ def test_parts_carry_their_own_counts_and_the_original_digest() -> None:
              for e in entries]  # fmt: skip
     assert {a["body_sha256"] for a in attrs} == {total.sha256}
     assert [a["part"] for a in attrs] == [f"{i + 1}/{len(entries)}" for i in range(len(entries))]
-    assert sum(int(a["messages"]) for a in attrs) == total.messages
-    assert sum(int(a["statuses"]) for a in attrs) == total.statuses
+    assert sum(counts(a)["messages"] for a in attrs) == total.messages
+    assert sum(counts(a)["statuses"] for a in attrs) == total.statuses
     assert all(e.size <= LIMIT for e in entries)
 
 

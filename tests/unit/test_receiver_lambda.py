@@ -115,7 +115,8 @@ def test_signed_post_in_every_shape_is_queued(shape: str, header: str, b64: bool
     [sent] = sqs.sent
     assert sent["QueueUrl"] == QUEUE
     assert sent["MessageBody"].encode() == body
-    assert sent["MessageAttributes"]["messages"]["StringValue"] == "2"
+    assert "messages=2" in sent["MessageAttributes"]["counts"]["StringValue"]
+    assert sent["MessageAttributes"]["verdict"]["StringValue"] == "any"
 
 
 def test_literal_utf8_body_in_a_base64_event() -> None:

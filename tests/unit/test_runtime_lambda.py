@@ -41,7 +41,7 @@ def sqs_event(
                 "receiptHandle": f"rh-{i}",
                 "body": b.decode(),
                 "attributes": attributes,
-                "messageAttributes": {},
+                "messageAttributes": {"verdict": {"stringValue": "any", "dataType": "String"}},
                 "eventSource": "aws:sqs",
                 "eventSourceARN": arn,
             }

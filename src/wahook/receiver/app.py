@@ -35,6 +35,7 @@ from wahook.receiver.core import (
     Response,
 )
 from wahook.receiver.forward import AsyncForwarder, ForwardError
+from wahook.verdict import Verdict
 
 log = logging.getLogger("wahook.receiver")
 access_log = logging.getLogger("wahook.receiver.access")
@@ -76,7 +77,12 @@ class BodyQueue(Protocol):
     """What ``InProcessDelivery`` needs of ``wahook.runtime.inprocess.InProcessSource``."""
 
     async def put(
-        self, body: bytes, *, id: str | None = None, received_at: float | None = None
+        self,
+        body: bytes,
+        *,
+        id: str | None = None,
+        received_at: float | None = None,
+        verdict: Verdict = ...,
     ) -> asyncio.Future[bool]: ...
 
 
@@ -99,7 +105,9 @@ class InProcessDelivery:
             raise DeliveryError("the pipeline is not running")
         try:
             async with asyncio.timeout(self.timeout):
-                done = await self.queue.put(accepted.body, received_at=accepted.received_at)
+                done = await self.queue.put(
+                    accepted.body, received_at=accepted.received_at, verdict=accepted.verdict
+                )
                 committed = await done
         except TimeoutError:
             raise DeliveryError(f"not committed within {self.timeout:g}s") from None

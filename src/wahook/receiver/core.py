@@ -12,6 +12,10 @@ Answers, and why:
 - ``POST`` larger than the limit: 413. No ``X-Hub-Signature-256``: 401. A signature that
   matches none of the configured app secrets nor the app secret of an organization the
   body names: 403. Meta retries these, but they are not Meta's.
+- The *verdict* of an accepted body (``wahook.verdict``): ``ANY`` when a configured
+  (deployment-wide) secret verified it, else every organization holding an app secret that
+  verified it. It travels with the body; the sink stores an item only for an organization
+  the verdict allows, so one tenant's secret can never write another tenant's rows.
 - A correctly signed body is accepted and delivered **as received**, whether or not it
   is a WhatsApp notification: Meta signed it, so it is kept. The processor decodes it and
   quarantines what is not a notification (raw bytes and reason), and Meta gets its 200
@@ -30,6 +34,7 @@ from typing import Protocol
 
 from wahook.parse import verify_signature, verify_subscription
 from wahook.receiver.envelope import Summary, summarize
+from wahook.verdict import ANY, Verdict
 
 log = logging.getLogger("wahook.receiver")
 
@@ -62,11 +67,13 @@ class Response:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Accepted:
-    """A body whose signature checked out, to deliver before answering."""
+    """A body whose signature checked out, to deliver before answering, with the
+    organizations it may carry items of."""
 
     body: bytes
     summary: Summary
     received_at: float
+    verdict: Verdict = ANY
 
 
 class Credentials(Protocol):
@@ -77,7 +84,10 @@ class Credentials(Protocol):
 
     def app_secrets(
         self, phone_number_ids: Iterable[str], waba_ids: Iterable[str]
-    ) -> Collection[str]: ...
+    ) -> Mapping[str, frozenset[int]]:
+        """The app secrets of the organizations with these ids, each with *every*
+        organization holding it (organizations of one Meta app share its secret)."""
+        ...
 
 
 class _NoCredentials:
@@ -86,8 +96,8 @@ class _NoCredentials:
 
     def app_secrets(
         self, phone_number_ids: Iterable[str], waba_ids: Iterable[str]
-    ) -> Collection[str]:
-        return ()
+    ) -> Mapping[str, frozenset[int]]:
+        return {}
 
 
 NO_CREDENTIALS: Credentials = _NoCredentials()
@@ -168,17 +178,36 @@ class Receiver:
             log.warning("signature_missing bytes=%d", len(req.body))
             return _text(401, "X-Hub-Signature-256 required")
         summary = summarize(req.body)
-        secrets = (
-            *self.app_secrets,
-            *self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids),
-        )
-        if not verify_signature(req.body, header, secrets):
+        verdict = self.verdict(req.body, header, summary)
+        if verdict is None:
             log.warning(
                 "signature_mismatch sha256=%s bytes=%d secrets_tried=%d waba_ids=%s",
-                summary.sha256, summary.size, len(secrets), ",".join(summary.waba_ids),
+                summary.sha256, summary.size, self._tried(summary),
+                ",".join(summary.waba_ids),
             )  # fmt: skip
             return _text(403, "signature does not match")
-        return Accepted(req.body, summary, req.received_at)
+        return Accepted(req.body, summary, req.received_at, verdict)
+
+    def verdict(self, body: bytes, header: str, summary: Summary) -> Verdict | None:
+        """Whose items ``body`` may carry, or None when no secret verifies its signature.
+
+        Every candidate secret is checked (no early exit), so the time taken says nothing
+        about which one matched."""
+        deployment_wide = verify_signature(body, header, self.app_secrets)
+        organizations: set[int] = set()
+        candidates = self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids)
+        for secret, holders in candidates.items():
+            if verify_signature(body, header, (secret,)):
+                organizations |= holders
+        if deployment_wide:
+            return ANY
+        if organizations:
+            return Verdict.of(organizations)
+        return None
+
+    def _tried(self, summary: Summary) -> int:
+        named = self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids)
+        return len(self.app_secrets) + len(named)
 
     def delivered(self, accepted: Accepted, where: str) -> Response:
         s = accepted.summary

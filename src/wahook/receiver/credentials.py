@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 
 from wahook.sinks.queries import OrganizationSecrets
 
@@ -31,6 +31,8 @@ class OrgCredentials:
         self._tokens: tuple[str, ...] = ()
         self._by_phone: dict[str, tuple[str, ...]] = {}
         self._by_waba: dict[str, tuple[str, ...]] = {}
+        # app secret -> every active organization holding it (the verdict when it verifies)
+        self._holders: dict[str, frozenset[int]] = {}
         self._refused_at = float("-inf")
         self._lock = asyncio.Lock()
         self.organizations = 0
@@ -40,13 +42,15 @@ class OrgCredentials:
 
     def app_secrets(
         self, phone_number_ids: Iterable[str], waba_ids: Iterable[str]
-    ) -> Collection[str]:
-        out: list[str] = []
+    ) -> Mapping[str, frozenset[int]]:
+        out: dict[str, frozenset[int]] = {}
         for pid in phone_number_ids:
-            out.extend(self._by_phone.get(pid, ()))
+            for secret in self._by_phone.get(pid, ()):
+                out[secret] = self._holders[secret]
         for wid in waba_ids:
-            out.extend(self._by_waba.get(wid, ()))
-        return tuple(dict.fromkeys(out))
+            for secret in self._by_waba.get(wid, ()):
+                out[secret] = self._holders[secret]
+        return out
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Reload; unless ``force``, not if the last unforced reload was under
@@ -71,10 +75,12 @@ class OrgCredentials:
         tokens: list[str] = []
         by_phone: dict[str, list[str]] = {}
         by_waba: dict[str, list[str]] = {}
+        holders: dict[str, set[int]] = {}
         for org in orgs:
             if org.verify_token:
                 tokens.append(org.verify_token)
             if org.app_secret:
+                holders.setdefault(org.app_secret, set()).add(org.id)
                 if org.phone_number_id:
                     by_phone.setdefault(org.phone_number_id, []).append(org.app_secret)
                 if org.waba_id:
@@ -82,6 +88,7 @@ class OrgCredentials:
         self._tokens = tuple(dict.fromkeys(tokens))
         self._by_phone = {k: tuple(v) for k, v in by_phone.items()}
         self._by_waba = {k: tuple(v) for k, v in by_waba.items()}
+        self._holders = {k: frozenset(v) for k, v in holders.items()}
         self.organizations = len(orgs)
 
     async def keep_fresh(self, interval: float = 30.0) -> None:

@@ -1,11 +1,13 @@
 """Forwarding accepted bodies to Amazon SQS.
 
 The raw body is the message body; attributes say what it holds without decoding it:
-``waba_id``, ``phone_number_id``, ``field`` (comma-separated when several), ``changes``,
-``messages``, ``statuses``, ``body_sha256`` (of the body as received), ``received_at``
-(ISO 8601, UTC), and when relevant ``part`` (``i/n``), ``problem`` (why the body is not a
-WhatsApp notification) and ``content_encoding`` (``base64`` for a body SQS cannot carry as
-text: not UTF-8, or holding characters SQS refuses).
+``verdict`` (whose items it may carry: ``any`` or organization ids, ``wahook.verdict``;
+never cut), ``waba_id``, ``phone_number_id``, ``field`` (comma-separated when several),
+``counts`` (``changes=N,messages=N,statuses=N``), ``body_sha256`` (of the body as
+received), ``received_at`` (ISO 8601, UTC), and when relevant ``part`` (``i/n``),
+``problem`` (why the body is not a WhatsApp notification) and ``content_encoding``
+(``base64`` for a body SQS cannot carry as text: not UTF-8, or holding characters SQS
+refuses). That is 9 attributes at most: SQS takes 10 per message.
 
 A body larger than one message allows is split per change (``envelope.split``) into several
 notifications sent with ``SendMessageBatch`` (10 entries and ``max_message_bytes`` per call).
@@ -30,13 +32,17 @@ from typing import Any
 from wahook.errors import WahookError
 from wahook.receiver.core import Accepted
 from wahook.receiver.envelope import Summary, Unsplittable, split, summarize
+from wahook.verdict import Verdict
 
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
 """The message size every SQS queue accepts. Queues created since August 2025 take up to
 1 MiB; raise ``max_message_bytes`` to match a queue's ``MaximumMessageSize``."""
 MAX_BATCH_ENTRIES = 10
+MAX_ATTRIBUTES = 10
+"""Message attributes SQS accepts on one message."""
 ATTRIBUTE_RESERVE = 4096
-"""Bytes kept free in each message for its attributes (each value is cut to 256 chars)."""
+"""Bytes kept free in each message for its attributes (each value but the verdict is cut to
+256 chars; the verdict's own length is reserved on top)."""
 _ATTRIBUTE_VALUE_MAX = 256
 _ATTEMPTS = 3
 # What SQS refuses in a body (its documented ranges are #x9 #xA #xD #x20-#xD7FF
@@ -69,11 +75,15 @@ def iso_utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{ms:03d}Z"
 
 
-def attributes(summary: Summary, original: Summary, received_at: float) -> dict[str, Any]:
+def attributes(
+    summary: Summary, original: Summary, received_at: float, verdict: Verdict
+) -> dict[str, Any]:
     """The message attributes of one part (``summary``) of a body (``original``)."""
     out: dict[str, Any] = {
         "body_sha256": _attr(original.sha256),
         "received_at": _attr(iso_utc(received_at)),
+        # Whole, never cut: a cut list of ids would name other organizations.
+        "verdict": {"DataType": "String", "StringValue": verdict.encode()},
     }
     if summary.problem is not None:
         out["problem"] = _attr(summary.problem)
@@ -85,9 +95,8 @@ def attributes(summary: Summary, original: Summary, received_at: float) -> dict[
     ):
         if values:
             out[name] = _attr(",".join(values))
-    out["changes"] = _attr(summary.changes, "Number")
-    out["messages"] = _attr(summary.messages, "Number")
-    out["statuses"] = _attr(summary.statuses, "Number")
+    counts = f"changes={summary.changes},messages={summary.messages},statuses={summary.statuses}"
+    out["counts"] = _attr(counts)
     return out
 
 
@@ -126,7 +135,7 @@ class Planner:
 
     def entries(self, accepted: Accepted) -> list[Entry]:
         body, original = accepted.body, accepted.summary
-        limit = self.max_message_bytes - ATTRIBUTE_RESERVE
+        limit = self.max_message_bytes - ATTRIBUTE_RESERVE - len(accepted.verdict.encode())
         if len(body) <= limit:
             parts = [body]
         elif original.problem is not None:
@@ -142,7 +151,7 @@ class Planner:
         out: list[Entry] = []
         for i, part in enumerate(parts):
             summary = original if len(parts) == 1 else summarize(part)
-            attrs = attributes(summary, original, accepted.received_at)
+            attrs = attributes(summary, original, accepted.received_at, accepted.verdict)
             if len(parts) > 1:
                 attrs["part"] = _attr(f"{i + 1}/{len(parts)}")
             text, encoded = _message_body(part)

@@ -11,6 +11,7 @@ from typing import Any
 
 from wahook.errors import WahookError
 from wahook.settings import Settings
+from wahook.verdict import ANY, Verdict
 
 WORKER_EXAMPLES = """\
 examples:
@@ -28,12 +29,19 @@ give what is left back to the queue (visibility 0), exit 0. A second signal exit
 
 REPLAY_EXAMPLES = """\
 examples:
-  wahook replay bodies.jsonl                 # one webhook body per line
-  wahook replay captured/ --dry-run          # every .json/.jsonl under captured/, no writes
-  zcat dump.jsonl.gz | wahook replay -       # stdin, one body per line
-  wahook replay a.json b.json --dsn postgresql://postgres@127.0.0.1/whatsapp_db
+  wahook replay bodies.jsonl --organization 3      # one body per line, organization 3's only
+  wahook replay captured/ --any-organization --dry-run   # every .json/.jsonl, no writes
+  zcat dump.jsonl.gz | wahook replay - --any-organization   # stdin, one body per line
+  wahook replay a.json b.json --organization 3 --dsn postgresql://postgres@127.0.0.1/whatsapp_db
   wahook replay --dead-letter-queue --dlq-url https://sqs.../wahook-dlq   # drain it once
   wahook replay --quarantine        # items of organizations configured since they came
+  wahook replay --quarantine --any-organization   # also items that came without a verdict
+
+Whose data: files carry no signature, so say whose items they hold: --organization N
+(items of any other organization are quarantined as forged) or --any-organization (you
+vouch for every one). Dead letters keep the verdict their receiver gave them; for them and
+for --quarantine the flag only applies to items that arrived without one (queued before
+verdicts existed), which otherwise stay quarantined.
 
 Exit status: 0 when every body was stored or quarantined, 1 when some were not (they are
 listed), 2 on a usage or configuration error.
@@ -119,6 +127,18 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         action="store_true",
         help="then apply quarantined items whose organization has been configured since",
     )
+    whose = r.add_mutually_exclusive_group()
+    whose.add_argument(
+        "--organization",
+        type=int,
+        metavar="N",
+        help="the items are organization N's: others are quarantined (as forged)",
+    )
+    whose.add_argument(
+        "--any-organization",
+        action="store_true",
+        help="the items may be any organization's (you vouch for them)",
+    )
     r.add_argument("--dry-run", action="store_true", help="decode and count, write nothing")
     r.add_argument(
         "--progress",
@@ -142,6 +162,8 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
             "progress",
             "dead_letter_queue",
             "quarantine",
+            "organization",
+            "any_organization",
         )
     }
     settings = Settings.from_env().replace(**flags)
@@ -174,6 +196,16 @@ def worker_command(args: argparse.Namespace) -> int:
 # --- replay ---------------------------------------------------------------------------
 
 
+def _operator_verdict(args: argparse.Namespace) -> Verdict | None:
+    if args.any_organization:
+        return ANY
+    if args.organization is not None:
+        if args.organization <= 0:
+            raise WahookError(f"--organization must be an organization id, not {args.organization}")
+        return Verdict.of({args.organization})
+    return None
+
+
 def replay_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, log_level=args.log_level or "warning")
@@ -187,6 +219,12 @@ def replay_command(args: argparse.Namespace) -> int:
             raise WahookError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
         if args.quarantine and args.dry_run:
             raise WahookError("--quarantine writes by nature; it has no --dry-run")
+        verdict = _operator_verdict(args)
+        if args.paths and verdict is None:
+            raise WahookError(
+                "files carry no signature: say whose data they are with --organization N"
+                " or --any-organization"
+            )
         show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
         from wahook.runtime.replay import run_replay
 
@@ -200,6 +238,7 @@ def replay_command(args: argparse.Namespace) -> int:
                 if args.dead_letter_queue
                 else None,
                 quarantine=args.quarantine,
+                verdict=verdict,
             )
         )
     except (WahookError, OSError) as exc:

@@ -20,6 +20,7 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 
 from wahook.runtime.source import BaseSource, Message
+from wahook.verdict import ANY, Verdict
 
 _CLOSED = object()
 
@@ -39,29 +40,44 @@ class InProcessSource(BaseSource):
         self._closed = False
         self._ended = False
 
-    def _message(self, body: bytes, id: str | None, received_at: float | None) -> Message:
+    def _message(
+        self, body: bytes, id: str | None, received_at: float | None, verdict: Verdict
+    ) -> Message:
         if self._closed:
             raise RuntimeError("InProcessSource is closed")
         return Message(
             id=id if id is not None else f"inproc-{next(self._ids)}",
             body=body,
             received_at=time.time() if received_at is None else received_at,
+            verdict=verdict,
         )
 
     async def put(
-        self, body: bytes, *, id: str | None = None, received_at: float | None = None
+        self,
+        body: bytes,
+        *,
+        id: str | None = None,
+        received_at: float | None = None,
+        verdict: Verdict = ANY,
     ) -> asyncio.Future[bool]:
-        """Queue one body, waiting while the queue is full."""
-        message = self._message(body, id, received_at)
+        """Queue one body, waiting while the queue is full. ``verdict``: whose items it may
+        carry (the receiver passes its verdict; a body your program puts is its own to
+        vouch for)."""
+        message = self._message(body, id, received_at, verdict)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         await self._queue.put((message, done))
         return done
 
     def put_nowait(
-        self, body: bytes, *, id: str | None = None, received_at: float | None = None
+        self,
+        body: bytes,
+        *,
+        id: str | None = None,
+        received_at: float | None = None,
+        verdict: Verdict = ANY,
     ) -> asyncio.Future[bool]:
         """Queue one body or raise ``asyncio.QueueFull`` (answer 503/429 upstream)."""
-        message = self._message(body, id, received_at)
+        message = self._message(body, id, received_at, verdict)
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((message, done))
         return done

@@ -90,6 +90,7 @@ def to_record(message: Message, observer: Observer | None = None) -> Record:
             problems=(Problem(path="$", reason=str(exc), raw=message.body),),
             raw=message.body,
             received_at=message.received_at,
+            verdict=message.verdict,
         )
         if observer is not None:
             observer.decoded(record, None)
@@ -100,6 +101,7 @@ def to_record(message: Message, observer: Observer | None = None) -> Record:
         problems=notification.problems,
         raw=message.body,
         received_at=message.received_at,
+        verdict=message.verdict,
     )
     if observer is not None:
         observer.decoded(record, notification.unknown())

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Collection, Coroutine, Mapping, Seque
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, Self
 
+from wahook.verdict import ANY, Verdict
+
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 
 
@@ -21,13 +23,17 @@ _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 class Message:
     """One raw body as a source delivered it. ``id`` is unique within a run (SQS message id,
     ``file:line``, ...); ``received_at`` is when the source first got it (epoch seconds);
-    ``group`` is the FIFO message group, if any."""
+    ``group`` is the FIFO message group, if any. ``verdict`` says whose items the body may
+    carry (``wahook.verdict``): sources of untrusted bodies set it from what the receiver
+    decided (SQS attribute, in-process hand-off) or from the operator (replay); a body
+    handed over by the program itself is its own to vouch for (``ANY``)."""
 
     id: str
     body: bytes
     received_at: float | None = None
     group: str | None = None
     attributes: Mapping[str, str] = dataclasses.field(default_factory=lambda: _NO_ATTRIBUTES)
+    verdict: Verdict = ANY
 
 
 class Source(Protocol):

@@ -2,7 +2,10 @@
 
 The receiver's forwarder puts the raw body in the message body, base64-encoded when SQS
 could not carry it as text (message attribute ``content_encoding=base64``), and the time it
-received the POST in the ``received_at`` attribute (ISO 8601).
+received the POST in the ``received_at`` attribute (ISO 8601), and its tenancy verdict in the
+``verdict`` attribute (``wahook.verdict``). A message without one was queued before verdicts
+existed (or by something other than wahook's receiver): it is ``UNVERIFIED``, so its items
+are quarantined until an operator says whose data they are.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wahook.runtime.source import Message
+from wahook.verdict import UNVERIFIED, Verdict
 
 
 def _string_value(attr: Mapping[str, Any] | None) -> str | None:
@@ -64,4 +68,5 @@ def to_message(
         ),
         group=system_attributes.get("MessageGroupId"),
         attributes=dict(system_attributes),
+        verdict=Verdict.decode(_string_value(message_attributes.get("verdict"))) or UNVERIFIED,
     )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
+from wahook.verdict import ANY, Verdict
 
 Event = MessageEvent | StatusEvent | ChangeEvent
 
@@ -21,13 +22,16 @@ Event = MessageEvent | StatusEvent | ChangeEvent
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
     """One source message, decoded. ``problems`` holds items (or the whole body) that
-    could not be decoded; they are quarantined with their raw bytes, never dropped."""
+    could not be decoded; they are quarantined with their raw bytes, never dropped.
+    ``verdict`` names the organizations the record's items may be stored for; an item
+    routed to another is quarantined (``wahook.verdict``)."""
 
     id: str
     events: Sequence[Event]
     problems: Sequence[Problem] = ()
     raw: bytes = b""
     received_at: float | None = None
+    verdict: Verdict = ANY
 
 
 @dataclasses.dataclass(slots=True)

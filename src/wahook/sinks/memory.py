@@ -15,6 +15,7 @@ from typing import Any
 from wahook.parse import MessageEvent, Problem, StatusEvent
 from wahook.sinks import rows
 from wahook.sinks.base import Event, Record, WriteResult
+from wahook.verdict import ANY, Verdict
 
 Row = dict[str, Any]
 
@@ -66,15 +67,18 @@ class MemorySink:
                               "whatsapp_message_id": None}  # fmt: skip
         return aid
 
-    def route(self, phone_number_id: str | None, waba_id: str | None) -> int | None:
+    def route(
+        self, phone_number_id: str | None, waba_id: str | None, verdict: Verdict = ANY
+    ) -> int | None:
         if phone_number_id:
             for oid in sorted(self.organizations):
                 if self.organizations[oid]["phone_number_id"] == phone_number_id:
                     return oid
         if waba_id:
-            for oid in sorted(self.organizations):
-                if self.organizations[oid]["waba_id"] == waba_id:
-                    return oid
+            on_waba = [o for o in sorted(self.organizations)
+                       if self.organizations[o]["waba_id"] == waba_id]  # fmt: skip
+            allowed = [o for o in on_waba if verdict.allows(o)]
+            return next(iter(allowed or on_waba), None)
         return None
 
     # --- the sink ------------------------------------------------------------------
@@ -89,7 +93,7 @@ class MemorySink:
         self.batches.append([r.id for r in batch])
         for r in batch:
             for ev in r.events:
-                routed, fresh = self.apply(ev, r.id, r.received_at)
+                routed, fresh = self.apply(ev, r.id, r.received_at, r.verdict)
                 if routed:
                     result.applied += 1
                 else:
@@ -106,7 +110,8 @@ class MemorySink:
                                "field": rows.clean_text(p.field),
                                "waba_id": rows.clean_text(p.waba_id),
                                "phone_number_id": rows.clean_text(p.phone_number_id),
-                               "path": rows.clean_text(p.path), "raw": p.raw},
+                               "path": rows.clean_text(p.path), "raw": p.raw,
+                               "verdict": None},
                          source, received)  # fmt: skip
 
     def _quarantine(self, key: bytes, row: Row, source: str | None, received: float | None) -> None:
@@ -120,11 +125,16 @@ class MemorySink:
         old["received_at"] = _least(old["received_at"], received)
         old["path"] = _least(old["path"], row["path"])
 
-    def apply(self, ev: Event, source: str | None, received: float | None) -> tuple[bool, bool]:
+    def apply(
+        self, ev: Event, source: str | None, received: float | None, verdict: Verdict = ANY
+    ) -> tuple[bool, bool]:
         """Apply one event: (routed to an organization, new audit row)."""
-        org = self.route(ev.phone_number_id, ev.waba_id)
+        org = self.route(ev.phone_number_id, ev.waba_id, verdict)
         dkey = rows.dedup_key(ev)
         ckey = rows.content_key(ev.raw)
+        if not verdict.any and (org is None or not verdict.allows(org)):
+            self._refuse(ev, org, dkey, ckey, source, received, verdict)
+            return False, True
         payload, raw = rows.jsonb_text(ev.raw)
         if isinstance(ev, StatusEvent):
             wamid, status, at = ev.status.id, ev.status.status, ev.timestamp
@@ -160,7 +170,8 @@ class MemorySink:
                                     "field": rows.clean_text(ev.field),
                                     "waba_id": rows.clean_text(ev.waba_id),
                                     "phone_number_id": rows.clean_text(ev.phone_number_id),
-                                    "path": rows.clean_text(ev.path), "raw": ev.raw},
+                                    "path": rows.clean_text(ev.path), "raw": ev.raw,
+                                    "verdict": ANY.encode()},
                              source, received)  # fmt: skip
             self.quarantine[qkey]["event"] = ev
             return False, fresh
@@ -169,6 +180,38 @@ class MemorySink:
         elif isinstance(ev, MessageEvent):
             self._message(org, ev, ckey, payload, raw)
         return True, fresh
+
+    def _refuse(
+        self,
+        ev: Event,
+        org: int | None,
+        dkey: bytes,
+        ckey: bytes,
+        source: str | None,
+        received: float | None,
+        verdict: Verdict,
+    ) -> None:
+        """An event its verdict keeps out of ``org``: quarantined, nothing else written."""
+        ids = f"phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
+        if org is None:
+            kind, reason = "tenant", f"no organization for {ids}"
+        elif verdict.unverified:
+            kind = "unverified"
+            reason = (f"organization {org} ({ids}): the body carried no tenancy verdict "
+                      "(queued before verdicts existed)")  # fmt: skip
+        else:
+            kind = "forged"
+            reason = (f"organization {org} ({ids}) is not among those whose app secret "
+                      f"signed the body (verdict: {verdict.encode()})")  # fmt: skip
+        key = rows.verdict_key(kind, dkey, ckey, verdict.encode())
+        self._quarantine(key, {"kind": kind, "reason": reason,
+                               "field": rows.clean_text(ev.field),
+                               "waba_id": rows.clean_text(ev.waba_id),
+                               "phone_number_id": rows.clean_text(ev.phone_number_id),
+                               "path": rows.clean_text(ev.path), "raw": ev.raw,
+                               "verdict": verdict.encode()},
+                         source, received)  # fmt: skip
+        self.quarantine[key]["event"] = ev
 
     def _message_row(self, org: int, wamid: str) -> Row:
         row = self.messages.get((org, wamid))
@@ -258,16 +301,24 @@ class MemorySink:
                     aid = self.add_audience(o.campaign_id, o.recipient)
                     self.audience[aid]["whatsapp_message_id"] = o.wamid
 
-    async def replay_quarantine(self) -> int:
-        """Apply quarantined events whose organization now exists; return how many."""
+    async def replay_quarantine(self, unverified: Verdict | None = None) -> int:
+        """Apply quarantined events whose organization now exists and is allowed by their
+        verdict (``unverified``: the operator's verdict for events that had none); return
+        how many."""
         done = 0
         for q in list(self.quarantine.values()):
             ev = q["event"]
-            if q["resolved"] or ev is None:
+            if q["resolved"] or ev is None or q["kind"] not in ("tenant", "unverified"):
                 continue
-            if self.route(ev.phone_number_id, ev.waba_id) is None:
+            verdict = Verdict.decode(q["verdict"])
+            if verdict is None or verdict.unverified:
+                verdict = unverified
+            if verdict is None:
                 continue
-            self.apply(ev, q["source_message_id"], q["received_at"])
+            org = self.route(ev.phone_number_id, ev.waba_id, verdict)
+            if org is None or not verdict.allows(org):
+                continue
+            self.apply(ev, q["source_message_id"], q["received_at"], verdict)
             q["resolved"] = True
             done += 1
         return done

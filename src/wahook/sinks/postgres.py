@@ -8,7 +8,9 @@
 How a batch is written (SQL in ``sinks/sql/*.sql``, parameters only):
 
 1. Route every event to its organization (``TenantRouter``: phone_number_id, then WABA id;
-   the cache reloads when the ``organizations`` version counter moves).
+   the cache reloads when the ``organizations`` version counter moves), and apply it only
+   if its record's verdict allows that organization (``wahook.verdict``); an item of
+   another tenant is quarantined (``forged`` / ``unverified``) and writes nothing else.
 2. Merge in Python what shares a key (ON CONFLICT cannot touch a row twice per statement):
    audit rows by dedup key, statuses by (organization, wamid), incoming messages likewise.
 3. One statement per table, rows sorted by key, in a fixed table order (audit rows,
@@ -49,6 +51,7 @@ from wahook.parse.models import (
 )
 from wahook.sinks import locks, rows, sql
 from wahook.sinks.base import Event, Record, WriteResult
+from wahook.verdict import ANY, Verdict
 
 if TYPE_CHECKING:
     import asyncpg
@@ -97,29 +100,44 @@ class TenantRouter:
     def __init__(self) -> None:
         self.version: int | None = None
         self.by_phone: dict[str, int] = {}
-        self.by_waba: dict[str, int] = {}
+        # WABA id -> its organizations, oldest first.
+        self.by_waba: dict[str, list[int]] = {}
 
     async def refresh(self, conn: asyncpg.Connection) -> None:
         version = await conn.fetchval(sql.load("tenant_version"))
         if version == self.version:
             return
         by_phone: dict[str, int] = {}
-        by_waba: dict[str, int] = {}
+        by_waba: dict[str, list[int]] = {}
         for r in await conn.fetch(sql.load("tenant_load")):
             if r["whatsapp_phone_number_id"]:
                 by_phone[r["whatsapp_phone_number_id"]] = r["id"]
             if r["whatsapp_business_account_id"]:
-                # Several organizations on one WABA: the oldest answers for the WABA.
-                by_waba.setdefault(r["whatsapp_business_account_id"], r["id"])
+                by_waba.setdefault(r["whatsapp_business_account_id"], []).append(r["id"])
         self.by_phone, self.by_waba, self.version = by_phone, by_waba, version
 
-    def route(self, phone_number_id: str | None, waba_id: str | None) -> int | None:
+    def route(
+        self,
+        phone_number_id: str | None,
+        waba_id: str | None,
+        allowed: frozenset[int] | None = None,
+    ) -> int | None:
+        """The organization of an item: its phone number's; else, by WABA id, the oldest
+        organization of the WABA that ``allowed`` (None: all) contains, or the oldest when
+        none is allowed (the caller then refuses it)."""
         if phone_number_id:
             org = self.by_phone.get(phone_number_id)
             if org is not None:
                 return org
         if waba_id:
-            return self.by_waba.get(waba_id)
+            orgs = self.by_waba.get(waba_id)
+            if not orgs:
+                return None
+            if allowed is not None:
+                for org in orgs:
+                    if org in allowed:
+                        return org
+            return orgs[0]
         return None
 
 
@@ -134,6 +152,7 @@ class Item:
     received_at: float | None
     events: Sequence[Event]
     problems: Sequence[Problem] = ()
+    verdict: Verdict = ANY
 
 
 # A merged ``messages`` row of statuses (a list, in the column order of
@@ -185,6 +204,9 @@ class _Prepared:
         self.inbound: dict[tuple[int, str], tuple[Any, ...]] = {}
         self.routed = 0
         self.unrouted = 0
+        # Items quarantined without an audit row: refused by their verdict, or of an
+        # unknown tenant under a verdict that is not ANY.
+        self.refused = 0
         self.problems = 0
         # Field names, status values, phone number and WABA ids repeat across a batch.
         self._texts: dict[str | None, str | None] = {None: None}
@@ -200,10 +222,10 @@ class _Prepared:
         """Merge ``items`` into the rows (a batch may be added in parts)."""
         fast, router = self._status_event, self._router
         for item in items:
-            src, recv = item.source_id, item.received_at
+            src, recv, allowed = item.source_id, item.received_at, item.verdict.allowed
             for ev in item.events:
                 # Routed statuses (nearly all events) take the fast path; the rest, this.
-                if ev.__class__ is not StatusEvent or not fast(ev, src, recv):
+                if ev.__class__ is not StatusEvent or not fast(ev, src, recv, allowed):
                     self._event(ev, item, router)
             for p in item.problems:
                 self._problem(p, item)
@@ -211,7 +233,7 @@ class _Prepared:
     # -- merging ------------------------------------------------------------------
 
     def _quarantine(self, key: bytes, row: list[Any]) -> None:
-        # row: kind, reason, field, waba, pnid, path, context, raw, key, src, recv
+        # row: kind, reason, field, waba, pnid, path, context, raw, key, src, recv, verdict
         old = self.quarantine.get(key)
         if old is None:
             self.quarantine[key] = row
@@ -226,7 +248,7 @@ class _Prepared:
         self._quarantine(key, ["problem", rows.clean_text(p.reason) or "", rows.clean_text(p.field),
                                rows.clean_text(p.waba_id), rows.clean_text(p.phone_number_id),
                                rows.clean_text(p.path), None, p.raw, key, item.source_id,
-                               item.received_at])  # fmt: skip
+                               item.received_at, None])  # fmt: skip
 
     def _text(self, value: str | None) -> str | None:
         """``rows.clean_text`` of a value likely to repeat in the batch, memoised."""
@@ -252,11 +274,18 @@ class _Prepared:
         named = self._names[value] = (name, rank, prefix, _TIME_INDEX.get(name, -1))
         return named
 
-    def _status_event(self, ev: StatusEvent, src: str | None, recv: float | None) -> bool:
+    def _status_event(
+        self,
+        ev: StatusEvent,
+        src: str | None,
+        recv: float | None,
+        allowed: frozenset[int] | None,
+    ) -> bool:
         """A routed status: its audit row and its merge into the ``messages`` row of its
         wamid (keys spelled as ``rows.dedup_key``, ``rows.content_key`` and
         ``rows.status_key`` spell them, hashed without their argument parsing). False (and
-        nothing done) when the status has no organization: ``_event`` quarantines it."""
+        nothing done) when the status has no organization its verdict allows (``allowed``,
+        None for all): ``_event`` quarantines it."""
         pnid, waba, field = ev.phone_number_id, ev.waba_id, ev.field
         route = self._routes.get((field, waba, pnid))
         if route is None:
@@ -264,6 +293,11 @@ class _Prepared:
         org, cfield, cwaba, cpnid, where = route
         if org is None:
             return False
+        if allowed is not None and org not in allowed:
+            # Routed by WABA, another organization of the WABA may be the allowed one.
+            org = self._router.route(pnid, waba, allowed)
+            if org is None or org not in allowed:
+                return False
         s = ev.status
         sid, value = s.id, s.status
         raw = ev.raw
@@ -346,9 +380,15 @@ class _Prepared:
             )
 
     def _event(self, ev: Event, item: Item, router: TenantRouter) -> None:
-        org = router.route(ev.phone_number_id, ev.waba_id)
+        verdict = item.verdict
+        org = router.route(ev.phone_number_id, ev.waba_id, verdict.allowed)
         dkey = rows.dedup_key(ev)
         ckey = rows.content_key(ev.raw)
+        if not verdict.any and (org is None or not verdict.allows(org)):
+            # No audit row: it would share the dedup key (and so the stored payload) of
+            # the genuine item of that organization.
+            self._refuse(ev, item, org, dkey, ckey)
+            return
         payload, raw = rows.jsonb_text(ev.raw)
         text = self._text
         if isinstance(ev, StatusEvent):
@@ -385,15 +425,39 @@ class _Prepared:
                 f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
             )
             qkey = rows.tenant_key(dkey, ckey)
-            self._quarantine(qkey, ["tenant", reason, rows.clean_text(ev.field),
-                                    rows.clean_text(ev.waba_id),
-                                    rows.clean_text(ev.phone_number_id), rows.clean_text(ev.path),
-                                    _context(ev), ev.raw, qkey, item.source_id,
-                                    item.received_at])  # fmt: skip
+            self._quarantine(qkey, self._held("tenant", reason, ev, item, qkey, ANY))
             return
         self.routed += 1  # (routed statuses took _status_event)
         if isinstance(ev, MessageEvent):
             self._message(org, ev, ckey, payload, raw)
+
+    def _held(
+        self, kind: str, reason: str, ev: Event, item: Item, key: bytes, verdict: Verdict
+    ) -> list[Any]:
+        """The quarantine row of an event held back, with what replay needs to rebuild it."""
+        return [kind, reason, rows.clean_text(ev.field), rows.clean_text(ev.waba_id),
+                rows.clean_text(ev.phone_number_id), rows.clean_text(ev.path), _context(ev),
+                ev.raw, key, item.source_id, item.received_at, verdict.encode()]  # fmt: skip
+
+    def _refuse(self, ev: Event, item: Item, org: int | None, dkey: bytes, ckey: bytes) -> None:
+        """Quarantine an event its record's verdict does not let into ``org``: ``tenant``
+        (no organization yet: replay applies it if the verdict allows the one it finds),
+        ``unverified`` (no verdict travelled with the body) or ``forged``."""
+        self.refused += 1
+        verdict = item.verdict
+        ids = f"phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
+        if org is None:
+            kind, reason = "tenant", f"no organization for {ids}"
+        elif verdict.unverified:
+            kind = "unverified"
+            reason = (f"organization {org} ({ids}): the body carried no tenancy verdict "
+                      "(queued before verdicts existed)")  # fmt: skip
+        else:
+            kind = "forged"
+            reason = (f"organization {org} ({ids}) is not among those whose app secret "
+                      f"signed the body (verdict: {verdict.encode()})")  # fmt: skip
+        key = rows.verdict_key(kind, dkey, ckey, verdict.encode())
+        self._quarantine(key, self._held(kind, reason, ev, item, key, verdict))
 
     def _message(
         self, org: int, ev: MessageEvent, ckey: bytes, payload: str, raw: bytes | None
@@ -417,7 +481,7 @@ class _Prepared:
     # -- columns ------------------------------------------------------------------
 
     def quarantine_columns(self) -> list[list[Any]]:
-        return _columns((self.quarantine[k] for k in sorted(self.quarantine)), 11)
+        return _columns((self.quarantine[k] for k in sorted(self.quarantine)), 12)
 
     # The staged rows go unsorted: the upserts read them ORDER BY their key.
     def event_rows(self) -> list[list[Any]]:
@@ -479,7 +543,7 @@ async def apply_items(
 async def apply_prepared(conn: asyncpg.Connection, prep: _Prepared) -> _Applied:
     """The statements of a prepared batch, inside the caller's transaction (the SQL share
     of a write: ``benchmarks/bench_sink.py`` times it alone)."""
-    done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.problems)
+    done = _Applied(applied=prep.routed, quarantined=prep.unrouted + prep.refused + prep.problems)
     if prep.events or prep.statuses or prep.inbound:
         await conn.execute(sql.load("stage_tables"))
     # (organization, wamid) of the outbound messages whose replies this batch may change:
@@ -574,7 +638,7 @@ class PostgresSink:
                 delay *= 2
 
     async def _write_part(self, records: list[Record], result: WriteResult) -> None:
-        items = [Item(r.id, r.received_at, r.events, r.problems) for r in records]
+        items = [Item(r.id, r.received_at, r.events, r.problems, r.verdict) for r in records]
         router = self.router
         try:
             done = await self._retrying(lambda conn: apply_items(conn, items, router))
@@ -601,7 +665,8 @@ class PostgresSink:
             return
         key = rows.content_key(b"poison\x1f" + record.raw)
         cols = _columns([["poison", rows.clean_text(reason) or "", None, None, None, None, None,
-                          record.raw, key, record.id, record.received_at]], 11)  # fmt: skip
+                          record.raw, key, record.id, record.received_at,
+                          record.verdict.encode()]], 12)  # fmt: skip
         try:
             await self._retrying(lambda conn: conn.fetchval(sql.load("write_quarantine"), *cols))
         except (TransientError, PermanentError) as exc:
@@ -612,12 +677,18 @@ class PostgresSink:
         result.poisoned[record.id] = reason
         result.quarantined += 1
 
-    async def replay_quarantine(self, *, chunk: int = 1000) -> ReplayResult:
-        """Apply quarantined items whose organization is now configured; mark them resolved.
+    async def replay_quarantine(
+        self, *, chunk: int = 1000, unverified: Verdict | None = None
+    ) -> ReplayResult:
+        """Apply quarantined items whose organization is now configured and allowed by
+        their verdict; mark them resolved. ``unverified``: the verdict an operator gives
+        items that arrived without one (None leaves them quarantined).
 
         Items still without an organization stay quarantined. Safe to run any number of
         times, concurrently with writers: applying is idempotent."""
-        return await replay_quarantine(self.pool, router=self.router, chunk=chunk)
+        return await replay_quarantine(
+            self.pool, router=self.router, chunk=chunk, unverified=unverified
+        )
 
 
 # --- quarantine replay ----------------------------------------------------------------------
@@ -628,6 +699,10 @@ class ReplayResult:
     applied: int = 0
     still_unrouted: int = 0
     undecodable: int = 0
+    # Left quarantined: routed to an organization their verdict does not allow, or
+    # without a verdict and no operator's word.
+    refused: int = 0
+    unverified: int = 0
 
 
 def _decode(raw: bytes, typ: type[T]) -> T:
@@ -658,15 +733,32 @@ def rebuild_event(row: asyncpg.Record | dict[str, Any]) -> Event:
     return MessageEvent(field, waba, pnid, display, contact, message, raw, path)
 
 
+def _row_verdict(row: asyncpg.Record, unverified: Verdict | None) -> Verdict | None:
+    """The verdict a quarantined item is replayed under: its own, or for an item that
+    arrived without one, the operator's (None: not replayed)."""
+    own = Verdict.decode(row["verdict"])
+    if own is None or own.unverified:
+        return unverified
+    return own
+
+
 async def replay_quarantine(
-    pool: asyncpg.Pool, *, router: TenantRouter | None = None, chunk: int = 1000
+    pool: asyncpg.Pool,
+    *,
+    router: TenantRouter | None = None,
+    chunk: int = 1000,
+    unverified: Verdict | None = None,
 ) -> ReplayResult:
-    """Apply every open ``tenant`` quarantine row whose organization now exists."""
+    """Apply every open ``tenant`` quarantine row whose organization now exists and is
+    allowed by the row's verdict. ``unverified``, given by an operator, is the verdict of
+    rows that arrived without one (kind ``unverified``, and ``tenant`` rows without a
+    verdict); without it they stay quarantined. ``forged`` rows are never applied."""
     router = router or TenantRouter()
     result = ReplayResult()
+    kinds = ["tenant", "unverified"]
     after = 0
     while True:
-        found = await pool.fetch(sql.load("quarantine_open"), ["tenant"], after, chunk)
+        found = await pool.fetch(sql.load("quarantine_open"), kinds, after, chunk)
         if not found:
             return result
         after = found[-1]["id"]
@@ -674,15 +766,25 @@ async def replay_quarantine(
             await router.refresh(conn)
             items, resolved = [], []
             for row in found:
+                verdict = _row_verdict(row, unverified)
+                if verdict is None:
+                    result.unverified += 1
+                    continue
                 try:
                     ev = rebuild_event(row)
                 except (msgspec.ValidationError, msgspec.DecodeError, ValueError, KeyError):
                     result.undecodable += 1
                     continue
-                if router.route(ev.phone_number_id, ev.waba_id) is None:
+                org = router.route(ev.phone_number_id, ev.waba_id, verdict.allowed)
+                if org is None:
                     result.still_unrouted += 1
                     continue
-                items.append(Item(row["source_message_id"], row["received_at"], [ev]))
+                if not verdict.allows(org):
+                    result.refused += 1
+                    continue
+                items.append(
+                    Item(row["source_message_id"], row["received_at"], [ev], verdict=verdict)
+                )
                 resolved.append(row["id"])
             if items:
                 await apply_items(conn, items, router)

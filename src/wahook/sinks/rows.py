@@ -68,6 +68,13 @@ def tenant_key(dkey: bytes, ckey: bytes) -> bytes:
     return _hash(b"t", dkey, ckey)
 
 
+def verdict_key(kind: str, dkey: bytes, ckey: bytes, verdict: str) -> bytes:
+    """Quarantine key of an event held back by its verdict: per item *and* verdict, so the
+    same item signed by two different tenants is held twice, each copy replayed (or not)
+    on its own verdict, whatever order they came in."""
+    return _hash(b"v", kind.encode(), dkey, ckey, verdict.encode())
+
+
 def reply_lock(org: int, wamid: str) -> int:
     """Advisory lock key guarding the replies to one outbound message (a signed bigint)."""
     digest = _hash(b"r", str(org).encode(), _b(wamid))
