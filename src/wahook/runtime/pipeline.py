@@ -79,15 +79,26 @@ def writer_of(record: Record, writers: int) -> int:
 
 def to_record(message: Message, observer: Observer | None = None) -> Record:
     """Decode one body into a sink record. An undecodable body becomes a record with no
-    events and one problem at ``$`` so the sink quarantines it (a permanent failure)."""
+    events and one problem at ``$`` so the sink quarantines it (a permanent failure).
+
+    No exception from one body may stop a reader: ``decode`` raises only ``DecodeError``
+    by contract, and anything else it might raise is treated the same way (the body is
+    quarantined whole, with the reason), so a decoder defect costs one body, not the
+    worker."""
     try:
         notification = decode(message.body)
-    except DecodeError as exc:
-        log.warning("body_undecodable", message_id=message.id, reason=exc.reason)
+        events = list(notification.events())
+    except Exception as exc:
+        if isinstance(exc, DecodeError):
+            reason = str(exc)
+            log.warning("body_undecodable", message_id=message.id, reason=exc.reason)
+        else:
+            reason = f"the decoder failed on this body: {type(exc).__name__}: {exc}"
+            log.error("decoder_failed", message_id=message.id, error=repr(exc)[:300])
         record = Record(
             id=message.id,
             events=(),
-            problems=(Problem(path="$", reason=str(exc), raw=message.body),),
+            problems=(Problem(path="$", reason=reason, raw=message.body),),
             raw=message.body,
             received_at=message.received_at,
             verdict=message.verdict,
@@ -97,7 +108,7 @@ def to_record(message: Message, observer: Observer | None = None) -> Record:
         return record
     record = Record(
         id=message.id,
-        events=list(notification.events()),
+        events=events,
         problems=notification.problems,
         raw=message.body,
         received_at=message.received_at,
