@@ -147,7 +147,7 @@ def run_handler(
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["outside"] == [], "loaded from outside the package and stdlib"
-    return result
+    return {**result, "stderr": done.stderr}
 
 
 def lambda_env(tmp: Path, **more: str) -> dict[str, str]:
@@ -344,18 +344,49 @@ def test_progress_says_each_step_and_the_sizes(packages: Packages) -> None:
 
 
 @pytest.mark.slow
-def test_receiver_without_asyncpg_and_source_date_epoch(
-    packages: Packages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_receiver_without_asyncpg_keeps_the_deployment_secret_only(
+    packages: Packages,
+    runtime_botocore: Path,
+    sqs_endpoint: str,
+    sqs_queue: Any,
+    sqs_client: Any,
+    db_dsn: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """--no-receiver-asyncpg with WAHOOK_DSN set anyway: the organizations cannot be
+    loaded (said in a warning), bodies signed with the deployment-wide secret still go
+    through, bodies signed only with an organization's are refused. Also: the zips take
+    SOURCE_DATE_EPOCH as their timestamp."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # 2023-11-14 22:13:20 UTC
     built = package.build(
-        tmp_path, packages.target, receiver_asyncpg=False, template=None, say=lambda _: None
-    )
-    receiver = zip_names(built[0].path)
-    assert not [n for n in receiver if n.startswith("asyncpg")]
-    assert "msgspec/__init__.py" in receiver
+        tmp_path / "out", packages.target, receiver_asyncpg=False, template=None,
+        say=lambda _: None,
+    )  # fmt: skip
+    names = zip_names(built[0].path)
+    assert not [n for n in names if n.startswith("asyncpg")]
+    assert "msgspec/__init__.py" in names
     with zipfile.ZipFile(built[1].path) as zf:
         assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
+
+    asyncio.run(_organization(db_dsn))
+    queue_url = sqs_queue()
+    receiver = unpack(built[0].path, tmp_path / "receiver")
+    body = samples.sample(messages=1, statuses=0)
+    events = [
+        api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, DEPLOYMENT_SECRET)}),
+        api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, ORG_SECRET)}),
+    ]
+    env = lambda_env(
+        tmp_path, WAHOOK_QUEUE_URL=queue_url, WAHOOK_AWS_ENDPOINT_URL=sqs_endpoint,
+        WAHOOK_DSN=db_dsn, WEBHOOK_VERIFY_TOKEN=TOKEN, WEBHOOK_SECRET=DEPLOYMENT_SECRET,
+    )  # fmt: skip
+    got = run_handler(RECEIVER.handlers[0], [receiver, runtime_botocore], events, env)
+    assert [r["statusCode"] for r in got["results"]] == [200, 403]
+    assert "organization_credentials_unavailable error=ModuleNotFoundError" in got["stderr"]
+    assert "asyncpg" not in got["modules"]
+    messages = sqs_client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+    assert [m["Body"].encode() for m in messages.get("Messages", [])] == [body]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -49,8 +49,8 @@ from pathlib import Path
 from wahook.errors import WahookError
 
 # glibc of each Lambda Python runtime's OS: Amazon Linux 2 (2.26) for 3.11, Amazon Linux
-# 2023 (2.34) for 3.12 and 3.13. Wheels for any manylinux at or below it run there.
-RUNTIME_GLIBC: Mapping[str, int] = {"3.11": 26, "3.12": 34, "3.13": 34}
+# 2023 (2.34) for 3.12 and later. Wheels for any manylinux at or below it run there.
+RUNTIME_GLIBC: Mapping[str, int] = {"3.11": 26, "3.12": 34, "3.13": 34, "3.14": 34}
 # Lambda's architecture names -> the wheel platform tags' machine names.
 ARCHITECTURES: Mapping[str, str] = {"x86_64": "x86_64", "arm64": "aarch64"}
 
@@ -74,7 +74,7 @@ class IndexUnreachable(PackageError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Target:
-    """A Lambda runtime: Python ``3.11``/``3.12``/``3.13`` on ``x86_64`` or ``arm64``."""
+    """A Lambda runtime: Python ``3.11`` to ``3.14`` on ``x86_64`` or ``arm64``."""
 
     python: str
     arch: str
