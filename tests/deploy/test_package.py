@@ -227,18 +227,40 @@ async def _rows(dsn: str) -> dict[str, Any]:
         await conn.close()
 
 
+@dataclasses.dataclass
+class Stage:
+    """A fresh queue on moto's server and a fresh database with one organization."""
+
+    endpoint: str
+    client: Any
+    queue_url: str
+    dsn: str
+    org_id: int
+    tmp: Path
+
+    def receiver_env(self) -> dict[str, str]:
+        return lambda_env(
+            self.tmp, WAHOOK_QUEUE_URL=self.queue_url, WAHOOK_AWS_ENDPOINT_URL=self.endpoint,
+            WAHOOK_DSN=self.dsn, WEBHOOK_VERIFY_TOKEN=TOKEN, WEBHOOK_SECRET=DEPLOYMENT_SECRET,
+        )  # fmt: skip
+
+    def received(self, **options: Any) -> list[dict[str, Any]]:
+        got = self.client.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, **options
+        )
+        return list(got.get("Messages", []))
+
+
+@pytest.fixture
+def stage(sqs_endpoint: str, sqs_queue: Any, sqs_client: Any, db_dsn: str, tmp_path: Path) -> Stage:
+    org_id = asyncio.run(_organization(db_dsn))
+    return Stage(sqs_endpoint, sqs_client, sqs_queue(), db_dsn, org_id, tmp_path)
+
+
 @pytest.mark.slow
 def test_packaged_handlers_carry_a_webhook_from_api_gateway_to_postgres(
-    packages: Packages,
-    runtime_botocore: Path,
-    sqs_endpoint: str,
-    sqs_queue: Any,
-    sqs_client: Any,
-    db_dsn: str,
-    tmp_path: Path,
+    packages: Packages, runtime_botocore: Path, stage: Stage, tmp_path: Path
 ) -> None:
-    org_id = asyncio.run(_organization(db_dsn))
-    queue_url = sqs_queue()
     receiver = unpack(packages.out / "receiver.zip", tmp_path / "receiver")
     processor = unpack(packages.out / "processor.zip", tmp_path / "processor")
     body = samples.sample(messages=3, statuses=1)
@@ -250,10 +272,7 @@ def test_packaged_handlers_carry_a_webhook_from_api_gateway_to_postgres(
         api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, ORG_SECRET)}),
         api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, "not-a-secret")}),
     ]
-    env = lambda_env(
-        tmp_path, WAHOOK_QUEUE_URL=queue_url, WAHOOK_AWS_ENDPOINT_URL=sqs_endpoint,
-        WAHOOK_DSN=db_dsn, WEBHOOK_VERIFY_TOKEN=TOKEN, WEBHOOK_SECRET=DEPLOYMENT_SECRET,
-    )  # fmt: skip
+    env = stage.receiver_env()
     got = run_handler(RECEIVER.handlers[0], [receiver, runtime_botocore], events, env)
     statuses = [r["statusCode"] for r in got["results"]]
     assert statuses == [200, 200, 403], got["results"]
@@ -261,26 +280,23 @@ def test_packaged_handlers_carry_a_webhook_from_api_gateway_to_postgres(
     assert {"asyncpg", "botocore", "msgspec"} <= set(got["modules"])
     assert not {"aiohttp", "aiobotocore", "structlog"} & set(got["modules"])
 
-    messages = sqs_client.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"],
-        MessageAttributeNames=["All"], WaitTimeSeconds=0,
-    ).get("Messages", [])  # fmt: skip
+    messages = stage.received(AttributeNames=["All"], MessageAttributeNames=["All"])
     assert [m["Body"].encode() for m in messages] == [body]
-    arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    arn = stage.client.get_queue_attributes(QueueUrl=stage.queue_url, AttributeNames=["QueueArn"])
     event = as_lambda_records(messages, arn["Attributes"]["QueueArn"])
 
     # The processor gets no botocore: it must not need one.
     handlers = [h.rpartition(".")[0] for h in PROCESSOR.handlers[1:]]
     present = [m for m in handlers if module_file(m) in zip_names(packages.out / "processor.zip")]
-    env = lambda_env(tmp_path, WAHOOK_DSN=db_dsn, AWS_LAMBDA_FUNCTION_NAME="wahook-processor")
+    env = lambda_env(tmp_path, WAHOOK_DSN=stage.dsn, AWS_LAMBDA_FUNCTION_NAME="wahook-processor")
     got = run_handler(PROCESSOR.handlers[0], [processor], [event], env, **{"import": present})
     assert got["results"] == [{"batchItemFailures": []}]
     assert "botocore" not in got["modules"]
 
-    rows = asyncio.run(_rows(db_dsn))
+    rows = asyncio.run(_rows(stage.dsn))
     wamids = [r["whatsapp_message_id"] for r in rows["incoming"]]
     assert wamids == sorted(m["id"] for m in (samples.text_message(i) for i in range(3)))
-    assert {r["organization_id"] for r in rows["incoming"]} == {org_id}
+    assert {r["organization_id"] for r in rows["incoming"]} == {stage.org_id}
     assert (rows["events"], rows["quarantined"]) == (4, 0)
 
 
@@ -347,10 +363,7 @@ def test_progress_says_each_step_and_the_sizes(packages: Packages) -> None:
 def test_receiver_without_asyncpg_keeps_the_deployment_secret_only(
     packages: Packages,
     runtime_botocore: Path,
-    sqs_endpoint: str,
-    sqs_queue: Any,
-    sqs_client: Any,
-    db_dsn: str,
+    stage: Stage,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -369,24 +382,19 @@ def test_receiver_without_asyncpg_keeps_the_deployment_secret_only(
     with zipfile.ZipFile(built[1].path) as zf:
         assert {i.date_time for i in zf.infolist()} == {(2023, 11, 14, 22, 13, 20)}
 
-    asyncio.run(_organization(db_dsn))
-    queue_url = sqs_queue()
     receiver = unpack(built[0].path, tmp_path / "receiver")
     body = samples.sample(messages=1, statuses=0)
     events = [
         api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, DEPLOYMENT_SECRET)}),
         api_gateway_v2("POST", body, **{"x-hub-signature-256": sign(body, ORG_SECRET)}),
     ]
-    env = lambda_env(
-        tmp_path, WAHOOK_QUEUE_URL=queue_url, WAHOOK_AWS_ENDPOINT_URL=sqs_endpoint,
-        WAHOOK_DSN=db_dsn, WEBHOOK_VERIFY_TOKEN=TOKEN, WEBHOOK_SECRET=DEPLOYMENT_SECRET,
-    )  # fmt: skip
-    got = run_handler(RECEIVER.handlers[0], [receiver, runtime_botocore], events, env)
+    got = run_handler(
+        RECEIVER.handlers[0], [receiver, runtime_botocore], events, stage.receiver_env()
+    )
     assert [r["statusCode"] for r in got["results"]] == [200, 403]
     assert "organization_credentials_unavailable error=ModuleNotFoundError" in got["stderr"]
     assert "asyncpg" not in got["modules"]
-    messages = sqs_client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
-    assert [m["Body"].encode() for m in messages.get("Messages", [])] == [body]
+    assert [m["Body"].encode() for m in stage.received()] == [body]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
