@@ -45,7 +45,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     package = sub.add_parser(
         "package",
         help="build the Lambda packages (receiver.zip, processor.zip) and the SAM template",
-        description="Build the receiver and processor Lambda packages for a Python runtime "
+        description="Build the receiver and processor Lambda packages for a Python runtime\n"
         "and architecture from manylinux wheels, and copy the SAM template beside them.",
         epilog=PACKAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
