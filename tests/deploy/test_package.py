@@ -458,8 +458,20 @@ def test_targets_and_pip_failures_read_as_one_line() -> None:
     )
     assert type(missing) is PackageError
     assert str(missing).startswith("no asyncpg==0.32.0 wheel for python3.12 arm64")
-    other = package._pip_failure("WARNING: x\nERROR: disk full\n", Target("3.12", "arm64"))
-    assert str(other) == "pip download failed: ERROR: disk full"
+    conflict = package._pip_failure(
+        "ERROR: Cannot install a==1 and b==2 because these package versions have conflicting"
+        " dependencies.\n\nThe conflict is caused by: ...\nERROR: ResolutionImpossible: for"
+        " help visit https://pip.pypa.io/...\n",
+        Target("3.12", "arm64"),
+    )
+    assert str(conflict) == (
+        "pip download failed: ERROR: Cannot install a==1 and b==2 because these package"
+        " versions have conflicting dependencies."
+    )
+    other = package._pip_failure("WARNING: x\nno error line\n", Target("3.12", "arm64"))
+    assert str(other) == "pip download failed: no error line"
+    assert package._RELEASE.fullmatch("2.9.0.post0")
+    assert not package._RELEASE.fullmatch("2.5.1+cpu")
 
 
 def test_two_wheels_disagreeing_about_a_file_is_an_error(tmp_path: Path) -> None:

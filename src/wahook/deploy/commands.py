@@ -86,6 +86,7 @@ def run_package(args: argparse.Namespace) -> int:
             target,
             receiver_asyncpg=args.receiver_asyncpg,
             bundle_botocore=args.bundle_botocore,
+            say=lambda line: print(line, flush=True),
         )
     except PackageError as exc:
         print(f"wahook: {exc}", file=sys.stderr)

@@ -162,12 +162,17 @@ def pins(names: Iterable[str]) -> list[str]:
     return out
 
 
+# A public release version (PEP 440 without local labels such as ``+cpu``): one an index
+# can serve, and one pip's constraint parser accepts.
+_RELEASE = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")
+
+
 def installed_constraints() -> str:
     """Every distribution installed here but wahook, as ``name==version`` lines."""
     lines = set()
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
-        if name and _normalize(name) != "wahook" and dist.version:
+        if name and _normalize(name) != "wahook" and _RELEASE.fullmatch(dist.version or ""):
             lines.add(f"{name}=={dist.version}")
     return "".join(f"{line}\n" for line in sorted(lines))
 
@@ -197,8 +202,11 @@ def _pip_failure(stderr: str, target: Target, stdout: str = "") -> PackageError:
             "(manylinux) on the package index: choose another --python/--arch, or install a "
             "version that has one and build again"
         )
-    last = [line for line in stderr.strip().splitlines() if line.strip()]
-    return PackageError(f"pip download failed: {last[-1].strip() if last else 'no output'}")
+    # pip's first error says what went wrong (a conflict names the versions); the later
+    # ones point at its documentation.
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    first = next((line for line in lines if line.startswith("ERROR:")), lines[-1] if lines else "")
+    return PackageError(f"pip download failed: {first or 'no output'}")
 
 
 def fetch_wheels(
@@ -297,15 +305,18 @@ def write_zip(entries: Mapping[str, Entry], path: Path) -> None:
     (a failed build leaves no half-written package behind)."""
     stamp = zip_timestamp()
     partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w") as zf:
-        for name in sorted(entries):
-            entry = entries[name]
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.create_system = 3  # unix, so external_attr's mode bits are read
-            info.external_attr = (0o100755 if entry.executable else 0o100644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, entry.data, compresslevel=6)
-    partial.replace(path)
+    try:
+        with zipfile.ZipFile(partial, "w") as zf:
+            for name in sorted(entries):
+                entry = entries[name]
+                info = zipfile.ZipInfo(name, date_time=stamp)
+                info.create_system = 3  # unix, so external_attr's mode bits are read
+                info.external_attr = (0o100755 if entry.executable else 0o100644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, entry.data, compresslevel=6)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _dist_names(entries: Iterable[str]) -> tuple[str, ...]:
