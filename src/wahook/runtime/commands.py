@@ -9,8 +9,9 @@ import asyncio
 import sys
 from typing import Any
 
-from wahook.errors import WahookError
-from wahook.settings import Settings
+from wahook.cli import PORT, duration, whole
+from wahook.errors import ConfigError, WahookError
+from wahook.settings import LOG_LEVELS, Settings
 
 WORKER_EXAMPLES = """\
 examples:
@@ -43,13 +44,16 @@ listed), 2 on a usage or configuration error.
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dsn", metavar="DSN", help="PostgreSQL DSN (default: WAHOOK_DSN or DB_*)")
     p.add_argument(
-        "--batch-size", type=int, metavar="N", help="events per transaction (default 1000)"
+        "--batch-size", type=whole(), metavar="N", help="events per transaction (default 1000)"
     )
     p.add_argument(
-        "--batch-max-age", type=float, metavar="S", help="seconds a batch may wait (default 0.2)"
+        "--batch-max-age",
+        type=duration(positive=False),
+        metavar="S",
+        help="seconds a batch may wait (default 0.2)",
     )
     p.add_argument("--log-format", choices=("json", "console"), help="default: json")
-    p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning ... (default info)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,24 +77,28 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--endpoint-url", dest="aws_endpoint_url", metavar="URL", help="SQS endpoint override"
     )
     w.add_argument(
-        "--receivers", dest="sqs_receivers", type=int, metavar="N", help="concurrent long polls"
+        "--receivers", dest="sqs_receivers", type=whole(), metavar="N", help="concurrent long polls"
     )
     w.add_argument(
-        "--writers", type=int, metavar="N", help="concurrent batch transactions (default 2)"
+        "--writers", type=whole(), metavar="N", help="concurrent batch transactions (default 2)"
     )
     w.add_argument(
-        "--grace", dest="grace_seconds", type=float, metavar="S", help="stop grace (default 20)"
+        "--grace",
+        dest="grace_seconds",
+        type=duration(positive=False),
+        metavar="S",
+        help="stop grace (default 20)",
     )
     w.add_argument(
         "--metrics-port",
-        type=int,
+        type=PORT,
         metavar="PORT",
         help="serve Prometheus /metrics on this port, on WAHOOK_HOST (127.0.0.1)",
     )
     w.add_argument(
         "--progress-every",
         dest="progress_seconds",
-        type=float,
+        type=duration(),
         metavar="S",
         help="seconds (default 10)",
     )
@@ -157,18 +165,15 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings(args)
-        if not settings.queue_url:
-            raise WahookError("no queue: set WAHOOK_QUEUE_URL (or SQS_QUEUE_URL) or --queue-url")
-        if not settings.dsn:
-            raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...) or pass --dsn")
-        from wahook.runtime.worker import run_worker
+    # Errors are one line from `wahook.cli.main` (2 for settings, 1 for the outside world).
+    settings = _settings(args)
+    if not settings.queue_url:
+        raise ConfigError("no queue: set WAHOOK_QUEUE_URL (or SQS_QUEUE_URL) or --queue-url")
+    if not settings.dsn:
+        raise ConfigError("no database: set WAHOOK_DSN (or DB_HOST ...) or pass --dsn")
+    from wahook.runtime.worker import run_worker
 
-        return asyncio.run(run_worker(settings))
-    except WahookError as exc:
-        print(f"wahook worker: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(run_worker(settings))
 
 
 # --- replay ---------------------------------------------------------------------------
@@ -178,15 +183,15 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, log_level=args.log_level or "warning")
         if not args.dry_run and not settings.dsn:
-            raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
+            raise ConfigError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
         if args.dead_letter_queue and not settings.dead_letter_queue_url:
-            raise WahookError("no dead-letter queue: set WAHOOK_DLQ_URL or pass --dlq-url")
+            raise ConfigError("no dead-letter queue: set WAHOOK_DLQ_URL or pass --dlq-url")
         if args.dead_letter_queue and args.paths:
-            raise WahookError("give PATHs or --dead-letter-queue, not both")
+            raise ConfigError("give PATHs or --dead-letter-queue, not both")
         if not (args.paths or args.dead_letter_queue or args.quarantine):
-            raise WahookError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
+            raise ConfigError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
         if args.quarantine and args.dry_run:
-            raise WahookError("--quarantine writes by nature; it has no --dry-run")
+            raise ConfigError("--quarantine writes by nature; it has no --dry-run")
         show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
         from wahook.runtime.replay import run_replay
 
@@ -203,5 +208,7 @@ def replay_command(args: argparse.Namespace) -> int:
             )
         )
     except (WahookError, OSError) as exc:
-        print(f"wahook replay: {exc}", file=sys.stderr)
+        from wahook.cli import one_line
+
+        print(f"wahook replay: {one_line(exc)}", file=sys.stderr)
         return 2
