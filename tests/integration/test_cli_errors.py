@@ -3,6 +3,8 @@ traceback: the real `wahook` CLI, run as a subprocess."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import socket
 import subprocess
@@ -135,4 +137,33 @@ def test_database_commands_say_why_in_one_line(tmp_path: Path, args: list[str]) 
 def test_a_missing_setting_is_exit_2(tmp_path: Path) -> None:
     out = run(tmp_path, "worker")
     assert "no queue" in one_line(out, "wahook worker: ")
+    assert out.returncode == 2
+
+
+def test_replay_of_the_wrong_input_kind_says_so_and_stores_nothing(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    from wahook.testing import webhook_traffic
+
+    bodies = list(webhook_traffic(4))
+    (tmp_path / "dump.jsonl.gz").write_bytes(gzip.compress(b"\n".join(bodies)))
+    (tmp_path / "export.json").write_bytes(b"[" + b",\n".join(bodies) + b"]")
+    out = run(tmp_path, "replay", "--dry-run", "dump.jsonl.gz", "export.json")
+    assert out.returncode == 0, out.stderr
+    assert "replay: 8 bodies" in out.stdout
+    assert "0 undecodable bodies" in out.stdout
+
+    pretty = b"\n".join(json.dumps(json.loads(b), indent=2).encode() for b in bodies)
+    (tmp_path / "pretty.jsonl").write_bytes(pretty)
+    missing = pg_dsn.rsplit("/", 1)[0] + "/wahook_does_not_exist"  # never reached
+    out = run(tmp_path, "replay", "dump.jsonl.gz", "pretty.jsonl", "--dsn", missing)
+    line = one_line(out, "wahook replay: pretty.jsonl: pretty-printed JSON")
+    assert "jq -c" in line
+    assert out.returncode == 2
+    assert out.stdout == ""
+
+    out = subprocess.run(
+        [WAHOOK, "replay", "--dry-run", "-"], input=b"", capture_output=True, timeout=60
+    )
+    assert out.stderr.decode() == "wahook replay: stdin: no webhook body to replay\n"
     assert out.returncode == 2

@@ -31,13 +31,17 @@ REPLAY_EXAMPLES = """\
 examples:
   wahook replay bodies.jsonl                 # one webhook body per line
   wahook replay captured/ --dry-run          # every .json/.jsonl under captured/, no writes
-  zcat dump.jsonl.gz | wahook replay -       # stdin, one body per line
+  wahook replay dump.jsonl.gz                # gzip is read as it is
+  cat bodies.jsonl | wahook replay -         # stdin, one body per line
+  wahook replay export.json                  # a JSON array: a list of bodies
   wahook replay a.json b.json --dsn postgresql://postgres@127.0.0.1/whatsapp_db
   wahook replay --dead-letter-queue --dlq-url https://sqs.../wahook-dlq   # drain it once
   wahook replay --quarantine        # items of organizations configured since they came
 
 Exit status: 0 when every body was stored or quarantined, 1 when some were not (they are
-listed), 2 on a usage or configuration error.
+listed), 2 on a usage or configuration error, or when an input cannot be webhook bodies
+(another compression, pretty-printed JSON in a .jsonl, nothing in it): said in one line,
+before anything is stored.
 """
 
 
