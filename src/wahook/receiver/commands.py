@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import re
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 from wahook.cli import PORT, duration, whole
 from wahook.errors import ConfigError
@@ -79,37 +76,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     post.set_defaults(func=run_post)
 
 
-_FIELD = re.compile(r"(?:^| )(\w+)=")
-
-
-class _ToStructlog(logging.Handler):
-    """The receiver logs ``event key=value ...`` through the stdlib (the Lambda handler must
-    not import structlog); under ``wahook serve`` they join the pipeline's structlog events,
-    in the same format and through the same redaction."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        import structlog
-
-        event, _, rest = record.getMessage().partition(" ")
-        marks = list(_FIELD.finditer(rest))
-        fields: dict[str, Any] = {
-            m.group(1): rest[m.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
-            for i, m in enumerate(marks)
-        }
-        fields["logger"] = record.name
-        if record.exc_info:
-            fields["exc_info"] = record.exc_info
-        structlog.get_logger().log(record.levelno, event, **fields)
-
-
 def _configure_logging(fmt: str, level: str) -> None:
-    """The pipeline's structlog events and the receiver's stdlib ones, one stream (stderr)."""
-    from wahook.runtime.logs import configure_logging
+    """The pipeline's structlog events, the receiver's stdlib ones and the libraries', one
+    stream (stderr), one redaction."""
+    from wahook.runtime.logs import configure_logging, route_stdlib
 
     configure_logging(fmt, level)
-    root = logging.getLogger()
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    root.handlers[:] = [_ToStructlog()]
+    route_stdlib(level)
 
 
 def run_serve(args: argparse.Namespace) -> int:

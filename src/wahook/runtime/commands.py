@@ -157,10 +157,12 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
         )
     }
     settings = Settings.from_env().replace(**flags)
-    from wahook.runtime.logs import configure_logging
+    from wahook.runtime.logs import configure_logging, route_stdlib
     from wahook.runtime.tuning import tune_gc
 
-    configure_logging(settings.log_format, defaults.get("log_level") or settings.log_level)
+    level = defaults.get("log_level") or settings.log_level
+    configure_logging(settings.log_format, level)
+    route_stdlib(level)  # botocore's records too: same stream, same redaction
     tune_gc(settings.gc_threshold)
     return settings
 
