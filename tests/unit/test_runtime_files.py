@@ -89,6 +89,8 @@ def pretty(bodies: list[bytes]) -> bytes:
         ("p.jsonl", pretty(BODIES), "pretty-printed JSON"),
         ("p.ndjson.gz", gzip.compress(pretty(BODIES[:1])), "pretty-printed JSON"),
         ("a.jsonl", b"[\n" + b",\n".join(BODIES) + b"\n]", "pretty-printed JSON"),
+        ("jq.json", pretty(BODIES), "several pretty-printed JSON values"),
+        ("jq.json.gz", gzip.compress(pretty(BODIES[:2])), "several pretty-printed JSON values"),
         ("d.jsonl.bz2", bz2.compress(jsonl(BODIES)), "bzip2-compressed"),
         ("d.jsonl.xz", lzma.compress(jsonl(BODIES)), "xz-compressed"),
         ("d.jsonl", b"\x28\xb5\x2f\xfd" + b"\0" * 10, "zstd-compressed"),
@@ -103,6 +105,14 @@ async def test_what_cannot_be_bodies_is_refused_before_anything_is_read(
     with pytest.raises(InputError, match=reason) as info:
         FileSource([str(tmp_path / "first.jsonl"), str(tmp_path / name)])
     assert info.value.path == str(tmp_path / name)
+
+
+async def test_one_pretty_printed_body_or_array_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "one.json").write_bytes(pretty(BODIES[:1]))
+    (tmp_path / "many.json").write_bytes(b"[\n" + b",\n".join(BODIES) + b"\n]\n")
+    got = await read(str(tmp_path / "one.json"), str(tmp_path / "many.json"))
+    assert len(got) == 1 + len(BODIES)
+    assert got[0] == (str(tmp_path / "one.json"), pretty(BODIES[:1]))
 
 
 async def test_pretty_printed_stdin_is_refused_at_its_first_line() -> None:

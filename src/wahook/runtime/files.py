@@ -9,8 +9,9 @@
   or not.
 
 What cannot be webhook bodies in any of these forms is refused before anything is read,
-with the reason in one line (``InputError``): another compression (bzip2, xz, zstd, zip)
-and pretty-printed JSON in a one-body-per-line input. An input with no body at all is
+with the reason in one line (``InputError``): another compression (bzip2, xz, zstd, zip),
+pretty-printed JSON in a one-body-per-line input, and several pretty-printed values one
+after another (``jq .``'s output) in a one-body file. An input with no body at all is
 refused too, so a script sees a non-zero status when nothing could be read. A line that is
 simply not JSON is a body like any other: the pipeline quarantines it with its raw bytes.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import os
 import sys
 import zlib
@@ -51,6 +53,10 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
 _PRETTY_HINT = (
     "pretty-printed JSON where one body per line is expected: "
     "compact it (jq -c . FILE | wahook replay -) or give it a .json name if it is one body"
+)
+_SEVERAL_HINT = (
+    "several pretty-printed JSON values one after another, where one body is expected: "
+    "compact them one per line (jq -c . FILE | wahook replay -)"
 )
 _ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -143,15 +149,37 @@ def _lines(name: str, stream: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
         yield from _bodies(f"{name}:{number}", body)
 
 
+def _values(data: bytes) -> int | None:
+    """How many JSON values ``data`` holds one after another, or None if it is not that."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    decoder, position, count = json.JSONDecoder(), 0, 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position == len(text):
+            return count
+        try:
+            _, position = decoder.raw_decode(text, position)
+        except ValueError:
+            return None
+        count += 1
+
+
 def check(name: str) -> None:
     """Refuse ``name`` now, before anything is replayed, if it cannot be bodies."""
     with _open(name, sys.stdin.buffer) as stream:
+        first = next((line for line in stream if line.strip()), b"")
+        if not _looks_pretty(first):
+            return
         if _is_lines(name):
-            for line in stream:
-                if line.strip():
-                    if _looks_pretty(line):
-                        raise InputError(name, _PRETTY_HINT)
-                    return
+            raise InputError(name, _PRETTY_HINT)
+        # One pretty-printed body is fine; several one after another (what `jq .` prints
+        # for a JSONL file) are not one body.
+        if (_values(first + stream.read()) or 0) > 1:
+            raise InputError(name, _SEVERAL_HINT)
 
 
 class FileSource(BaseSource):
