@@ -175,7 +175,7 @@ async def test_cli_org_add_applies_what_waited_in_quarantine(
     assert await pool.fetchval("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL") == 1
 
     code, out = await _cli("org", "add", "--dsn", db_dsn, "--name", "Late Co")
-    assert code == 1
+    assert code == 2  # a usage error
     assert "--phone-number-id or --waba-id" in out
 
     code, out = await _cli(

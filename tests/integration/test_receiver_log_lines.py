@@ -105,3 +105,24 @@ async def test_each_request_is_judged_once_in_the_log(
         server.orgs.clear()
         assert await post("own-secret") == 200
         assert "signature_mismatch" not in verdicts(caplog)
+
+
+def test_the_lambda_receiver_logs_one_verdict_too(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_receiver_lambda import SETTINGS, rest_v1
+    from wahook.receiver.doubles import MemorySqs
+    from wahook.receiver.lambda_handler import LambdaReceiver
+
+    caplog.set_level(logging.DEBUG, logger="wahook.receiver")
+    rx = LambdaReceiver(SETTINGS, client=MemorySqs())
+    reloads: list[bool] = []
+    # A reload that changed something (an organization came or went): judged again.
+    monkeypatch.setattr(rx, "_reload", lambda: reloads.append(True) or True)
+    body = samples.sample()
+    headers = {"X-Hub-Signature-256": sign(body, "wrong")}
+    assert rx(rest_v1("POST", body, headers=headers))["statusCode"] == 403
+    q = {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"}
+    assert rx(rest_v1("GET", query=q))["statusCode"] == 403
+    assert reloads == [True, True]
+    assert verdicts(caplog) == ["signature_mismatch", "handshake_refused"]
