@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.integration.test_receiver_cli import WAHOOK, clean_env, free_port, read_banner
-from wahook.sinks.embedded import SHARED_DIR, EmbeddedPostgres, bin_dir
+from wahook.sinks.embedded import SHARED_DIR, EmbeddedPostgres, EmbeddedPostgresError, bin_dir
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the embedded server changes user only when started by root"
@@ -139,3 +139,16 @@ def test_wahook_serve_as_root_in_a_mktemp_directory(private: Path) -> None:
         if cluster.is_relative_to(SHARED_DIR):
             shutil.rmtree(cluster, ignore_errors=True)
     assert proc.returncode == 0, err.decode()[-3000:]
+
+
+def test_a_cluster_already_under_the_private_directory_is_not_replaced(
+    private: Path, shared: Path
+) -> None:
+    # Made earlier by someone nobody-reachable paths did not stop (say, a non-root run).
+    (private / ".wahook" / "pgdata").mkdir(parents=True)
+    (private / ".wahook" / "pgdata" / "PG_VERSION").write_text("18\n")
+    pg = EmbeddedPostgres(private / ".wahook", shared_dir=shared)
+    with pytest.raises(EmbeddedPostgresError, match=f"chmod o\\+x {private}"):
+        pg.start()
+    assert (private / ".wahook" / "pgdata" / "PG_VERSION").read_text() == "18\n"
+    assert not (shared / "clusters").exists()

@@ -31,7 +31,7 @@ _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@"
 _AWS_SECRETS = re.compile(
     r"(?P<key>Credential=|Signature=|X-Amz-Credential=|X-Amz-Signature=|"
     r"X-Amz-Security-Token['\"]?\s*[:=]\s*b?['\"]?)[^\s,'\"&]+"
-    r"|\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{16}\b",
+    r"|\b(?-i:(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{16})\b",
     re.I,
 )
 _LEVELS: Mapping[str, int] = logging.getLevelNamesMapping()

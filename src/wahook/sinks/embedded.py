@@ -261,9 +261,15 @@ class EmbeddedPostgres:
                 f"neither {blocked} nor {shared_blocked}; set WAHOOK_DATA_DIR to a "
                 f"directory it can reach, or WAHOOK_DSN"
             )
-        _open_dirs(home)
         link = self.data_dir / "pgdata"
-        if not link.is_symlink() and not link.exists():
+        if link.exists() and not link.is_symlink():
+            raise EmbeddedPostgresError(
+                f"PostgreSQL runs as {user.pw_name!r} (it refuses root), who cannot enter "
+                f"{blocked} to reach the cluster in {link}; chmod o+x {blocked}, or move "
+                f"{link} to {home / 'pgdata'} (chown -R {user.pw_name}) and link it back"
+            )
+        _open_dirs(home)
+        if not link.is_symlink():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             link.symlink_to(home / "pgdata")
         return home
