@@ -28,6 +28,17 @@ class ConfigError(WahookError, ValueError):
     """Settings that cannot work (missing DSN, malformed URL, bad number ...)."""
 
 
+class InputError(WahookError, ValueError):
+    """A replay input that cannot hold webhook bodies in any form wahook reads (another
+    compression, pretty-printed JSON where one body per line is expected, nothing at all).
+    ``path`` names the input (``stdin`` for ``-``); ``reason`` says what to do instead."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class SinkError(WahookError):
     """A sink could not apply a batch (after its own retries)."""
 

@@ -7,6 +7,7 @@ The original two-Lambda deployment's variable names are accepted (``DB_HOST`` ..
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -21,24 +22,66 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def whole_number(raw: str, *, low: int = 1, high: int | None = None) -> int:
+    """``raw`` as a whole number in ``[low, high]``, else ``ValueError`` saying the form."""
+    form = f"a whole number from {low}" + (f" to {high}" if high is not None else " up")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"must be {form}, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"must be {form}, got {raw!r}")
+    return value
+
+
+def seconds(raw: str, *, positive: bool = True) -> float:
+    """``raw`` as a finite number of seconds (above 0 if ``positive``), else ``ValueError``."""
+    form = "a number of seconds above 0" if positive else "a number of seconds, 0 or more"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be {form}, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"must be {form}, got {raw!r}")
+    return value
+
+
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, low: int = 1, high: int | None = None
+) -> int:
+    # A bad value names the variable and the form it must take: `wahook` prints that one
+    # line and exits 2.
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        return whole_number(raw, low=low, high=high)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    return _int(env, name, default, low=0, high=65535)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool = True) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return seconds(raw, positive=positive)
+    except ValueError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def dsn_from_env(env: Mapping[str, str]) -> str | None:
@@ -51,7 +94,7 @@ def dsn_from_env(env: Mapping[str, str]) -> str | None:
     user = quote(env.get("DB_USER", "postgres"), safe="")
     password = env.get("DB_PASSWORD")
     auth = f"{user}:{quote(password, safe='')}" if password else user
-    port = env.get("DB_PORT", "5432")
+    port = _port(env, "DB_PORT", 5432)
     name = quote(env.get("DB_NAME", "whatsapp_db"), safe="")
     return f"postgresql://{auth}@{host}:{port}/{name}"
 
@@ -88,10 +131,6 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
-        log_format = e.get("WAHOOK_LOG_FORMAT", "json").lower()
-        if log_format not in ("json", "console"):
-            raise ConfigError(f"WAHOOK_LOG_FORMAT must be json or console, got {log_format!r}")
-        metrics = e.get("WAHOOK_METRICS_PORT")
         return cls(
             dsn=dsn_from_env(e),
             queue_url=e.get("WAHOOK_QUEUE_URL") or e.get("SQS_QUEUE_URL") or None,
@@ -100,23 +139,23 @@ class Settings:
             app_secrets=_split(e.get("WEBHOOK_SECRET")),
             aws_region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint_url=e.get("WAHOOK_AWS_ENDPOINT_URL") or e.get("AWS_ENDPOINT_URL") or None,
-            log_format=log_format,
-            log_level=e.get("WAHOOK_LOG_LEVEL", "info").lower(),
+            log_format=_choice(e, "WAHOOK_LOG_FORMAT", "json", ("json", "console")),
+            log_level=_choice(e, "WAHOOK_LOG_LEVEL", "info", LOG_LEVELS),
             batch_size=_int(e, "WAHOOK_BATCH_SIZE", 1000),
-            batch_max_age=_float(e, "WAHOOK_BATCH_MAX_AGE", 0.2),
-            pool_min=_int(e, "WAHOOK_POOL_MIN", 1),
+            batch_max_age=_float(e, "WAHOOK_BATCH_MAX_AGE", 0.2, positive=False),
+            pool_min=_int(e, "WAHOOK_POOL_MIN", 1, low=0),
             pool_max=_int(e, "WAHOOK_POOL_MAX", 5),
             host=e.get("WAHOOK_HOST", "127.0.0.1"),
-            port=_int(e, "WAHOOK_PORT", 8080),
-            metrics_port=int(metrics) if metrics else None,
+            port=_port(e, "WAHOOK_PORT", 8080),
+            metrics_port=_port(e, "WAHOOK_METRICS_PORT", 0) or None,
             max_body_bytes=_int(e, "WAHOOK_MAX_BODY_BYTES", 3 * 1024 * 1024 + 64 * 1024),
             data_dir=e.get("WAHOOK_DATA_DIR", ".wahook"),
-            grace_seconds=_float(e, "WAHOOK_GRACE_SECONDS", 20.0),
+            grace_seconds=_float(e, "WAHOOK_GRACE_SECONDS", 20.0, positive=False),
             sqs_receivers=_int(e, "WAHOOK_SQS_RECEIVERS", 4),
             writers=_int(e, "WAHOOK_WRITERS", 2),
             progress_seconds=_float(e, "WAHOOK_PROGRESS_SECONDS", 10.0),
             sqs_max_message_bytes=_int(e, "WAHOOK_SQS_MAX_MESSAGE_BYTES", 256 * 1024),
-            gc_threshold=_int(e, "WAHOOK_GC_THRESHOLD", 50_000),
+            gc_threshold=_int(e, "WAHOOK_GC_THRESHOLD", 50_000, low=0),
         )
 
     def replace(self, **changes: Any) -> Settings:

@@ -519,8 +519,12 @@ async def test_dumps_order_rows_alike_whatever_the_key_order_of_their_json(
     org = await _org(pool)
     pricing = [
         {"billable": True, "pricing_model": "PMP", "category": "marketing"},
-        {"billable": False, "pricing_model": "PMP", "type": "free_entry_point",
-         "category": "service"},
+        {
+            "billable": False,
+            "pricing_model": "PMP",
+            "type": "free_entry_point",
+            "category": "service",
+        },
     ]
     records = [
         record(notification(statuses=[status(f"wamid.out{n}", "delivered", 100, pricing=p)]))

@@ -11,8 +11,7 @@ import pytest
 import structlog
 
 from wahook.cli import build_parser
-from wahook.receiver.commands import _ToStructlog
-from wahook.runtime.logs import configure_logging
+from wahook.runtime.logs import StdlibBridge, configure_logging
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def stream() -> Iterator[io.StringIO]:
     out = io.StringIO()
     configure_logging("json", "debug", stream=out)
     log = logging.getLogger("wahook.test-bridge")
-    handler = _ToStructlog()
+    handler = StdlibBridge()
     log.addHandler(handler)
     log.propagate = False
     try:

@@ -204,13 +204,10 @@ class ReceiverApp:
             body = read
         req = Request(request.method, request.path, request.query, request.headers, body,
                       received_at)  # fmt: skip
-        decision = self.receiver.handle(req)
-        if (
-            isinstance(decision, Response)
-            and decision.status == 403
-            and self.refresh is not None
-            and await self.refresh()
-        ):
+        decision = self.receiver.handle(req, quiet=self.refresh is not None)
+        if isinstance(decision, Response) and decision.status == 403 and self.refresh is not None:
+            await self.refresh()
+            # Judged again even when nothing was reloaded: this answer is the one logged.
             decision = self.receiver.handle(req)
         if isinstance(decision, Response):
             return _to_web(decision)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import re
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-from wahook.errors import WahookError
+from wahook.cli import PORT, duration, whole
+from wahook.errors import ConfigError
 
 SERVE_EPILOG = """\
 examples:
@@ -50,11 +48,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         formatter_class=fmt,
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=PORT, help="port to listen on (default 8080)")
     serve.add_argument("--dsn", help="PostgreSQL DSN (default: WAHOOK_DSN, else embedded)")
     serve.add_argument("--queue-url", help="forward to this SQS queue instead of storing")
     serve.add_argument("--data-dir", help="where local data lives (default .wahook)")
-    serve.add_argument("--grace", type=float, help="seconds to drain on stop (default 20)")
+    serve.add_argument(
+        "--grace", type=duration(positive=False), help="seconds to drain on stop (default 20)"
+    )
     serve.set_defaults(func=run_serve)
 
     post = sub.add_parser(
@@ -66,71 +66,44 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     post.add_argument("file", nargs="?", help="body file, or - for stdin")
     post.add_argument("--sample", action="store_true", help="post a built-in sample body")
-    post.add_argument("--messages", type=int, default=1, help="messages in the sample")
-    post.add_argument("--statuses", type=int, default=1, help="statuses in the sample")
-    post.add_argument("--start", type=int, default=0, help="number of the sample's first wamid")
+    post.add_argument("--messages", type=whole(0), default=1, help="messages in the sample")
+    post.add_argument("--statuses", type=whole(0), default=1, help="statuses in the sample")
+    post.add_argument(
+        "--start", type=whole(0), default=0, help="number of the sample's first wamid"
+    )
     post.add_argument("--url", default="http://127.0.0.1:8080/webhook")
     post.add_argument("--data-dir", help="where `wahook serve` keeps its data (.wahook)")
     post.set_defaults(func=run_post)
 
 
-_FIELD = re.compile(r"(?:^| )(\w+)=")
-
-
-class _ToStructlog(logging.Handler):
-    """The receiver logs ``event key=value ...`` through the stdlib (the Lambda handler must
-    not import structlog); under ``wahook serve`` they join the pipeline's structlog events,
-    in the same format and through the same redaction."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        import structlog
-
-        event, _, rest = record.getMessage().partition(" ")
-        marks = list(_FIELD.finditer(rest))
-        fields: dict[str, Any] = {
-            m.group(1): rest[m.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
-            for i, m in enumerate(marks)
-        }
-        fields["logger"] = record.name
-        if record.exc_info:
-            fields["exc_info"] = record.exc_info
-        structlog.get_logger().log(record.levelno, event, **fields)
-
-
 def _configure_logging(fmt: str, level: str) -> None:
-    """The pipeline's structlog events and the receiver's stdlib ones, one stream (stderr)."""
-    from wahook.runtime.logs import configure_logging
+    """The pipeline's structlog events, the receiver's stdlib ones and the libraries', one
+    stream (stderr), one redaction."""
+    from wahook.runtime.logs import configure_logging, route_stdlib
 
     configure_logging(fmt, level)
-    root = logging.getLogger()
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    root.handlers[:] = [_ToStructlog()]
+    route_stdlib(level)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from wahook.receiver.serve import serve
     from wahook.settings import Settings
 
-    try:
-        settings = Settings.from_env().replace(
-            host=args.host,
-            port=args.port,
-            dsn=args.dsn,
-            queue_url=args.queue_url,
-            data_dir=args.data_dir,
-            grace_seconds=args.grace,
-        )
-        _configure_logging(settings.log_format, settings.log_level)
-        from wahook.runtime.tuning import tune_gc
+    # A bad setting, a taken port, a database that is not there ...: one line from
+    # `wahook.cli.main`.
+    settings = Settings.from_env().replace(
+        host=args.host,
+        port=args.port,
+        dsn=args.dsn,
+        queue_url=args.queue_url,
+        data_dir=args.data_dir,
+        grace_seconds=args.grace,
+    )
+    _configure_logging(settings.log_format, settings.log_level)
+    from wahook.runtime.tuning import tune_gc
 
-        tune_gc(settings.gc_threshold)
-        return asyncio.run(serve(settings))
-    except WahookError as exc:
-        print(f"wahook serve: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # the port is taken, the data dir is not writable ...
-        print(f"wahook serve: {exc}", file=sys.stderr)
-        return 1
+    tune_gc(settings.gc_threshold)
+    return asyncio.run(serve(settings))
 
 
 def run_post(args: argparse.Namespace) -> int:
@@ -139,6 +112,8 @@ def run_post(args: argparse.Namespace) -> int:
     from wahook.settings import Settings
 
     settings = Settings.from_env().replace(data_dir=args.data_dir)
+    if not args.url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url must be an http:// or https:// URL, got {args.url!r}")
     if args.sample:
         body = samples.sample(args.messages, args.statuses, start=args.start)
     elif args.file == "-":

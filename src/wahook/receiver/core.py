@@ -138,7 +138,9 @@ class Receiver:
             return False
         return self.webhook_paths is None or path.rstrip("/") in self.webhook_paths
 
-    def handle(self, req: Request) -> Response | Accepted:
+    def handle(self, req: Request, *, quiet: bool = False) -> Response | Accepted:
+        """``quiet``: a 403 is not logged, because the caller will reload the credentials
+        and ask again; the second answer is the one logged."""
         method = req.method.upper()
         if req.path in (HEALTH_PATH, READY_PATH) and method in ("GET", "HEAD"):
             if req.path == HEALTH_PATH or self.ready():
@@ -147,16 +149,17 @@ class Receiver:
         if not self.is_webhook(req.path):
             return _text(404, "not found")
         if method == "GET":
-            return self.handshake(req.query)
+            return self.handshake(req.query, quiet=quiet)
         if method == "POST":
-            return self.check_post(req)
+            return self.check_post(req, quiet=quiet)
         return _text(405, "method not allowed", allow="GET, POST")
 
-    def handshake(self, query: Mapping[str, str]) -> Response:
+    def handshake(self, query: Mapping[str, str], *, quiet: bool = False) -> Response:
         tokens = (*self.verify_tokens, *self.credentials.verify_tokens())
         challenge = verify_subscription(query, tokens)
         if challenge is None:
-            log.warning("handshake_refused mode=%s", _clean(query.get("hub.mode")))
+            if not quiet:
+                log.warning("handshake_refused mode=%s", _clean(query.get("hub.mode")))
             return _text(403, "verification failed")
         log.info("handshake_accepted")
         return _text(200, challenge)
@@ -169,7 +172,7 @@ class Receiver:
             return _text(413, f"body over {self.max_body_bytes} bytes")
         return None
 
-    def check_post(self, req: Request) -> Response | Accepted:
+    def check_post(self, req: Request, *, quiet: bool = False) -> Response | Accepted:
         refused = self.too_large(len(req.body))
         if refused is not None:
             return refused
@@ -180,11 +183,12 @@ class Receiver:
         summary = summarize(req.body)
         verdict = self.verdict(req.body, header, summary)
         if verdict is None:
-            log.warning(
-                "signature_mismatch sha256=%s bytes=%d secrets_tried=%d waba_ids=%s",
-                summary.sha256, summary.size, self._tried(summary),
-                ",".join(summary.waba_ids),
-            )  # fmt: skip
+            if not quiet:
+                log.warning(
+                    "signature_mismatch sha256=%s bytes=%d secrets_tried=%d waba_ids=%s",
+                    summary.sha256, summary.size, self._tried(summary),
+                    ",".join(summary.waba_ids),
+                )  # fmt: skip
             return _text(403, "signature does not match")
         return Accepted(req.body, summary, req.received_at, verdict)
 

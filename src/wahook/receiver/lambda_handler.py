@@ -119,8 +119,10 @@ class LambdaReceiver:
         except (binascii.Error, ValueError, AttributeError, TypeError) as exc:
             log.warning("bad_event error=%s", type(exc).__name__)
             return to_result(Response(400, b"unreadable request"))
-        decision = self.receiver.handle(request)
-        if isinstance(decision, Response) and decision.status == 403 and self._reload():
+        decision = self.receiver.handle(request, quiet=True)
+        if isinstance(decision, Response) and decision.status == 403:
+            self._reload()
+            # Judged again even when nothing was reloaded: this answer is the one logged.
             decision = self.receiver.handle(request)
         if isinstance(decision, Response):
             return to_result(decision)

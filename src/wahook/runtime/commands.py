@@ -9,8 +9,9 @@ import asyncio
 import sys
 from typing import Any
 
-from wahook.errors import WahookError
-from wahook.settings import Settings
+from wahook.cli import PORT, duration, whole
+from wahook.errors import ConfigError, WahookError
+from wahook.settings import LOG_LEVELS, Settings
 from wahook.verdict import ANY, Verdict
 
 WORKER_EXAMPLES = """\
@@ -31,7 +32,9 @@ REPLAY_EXAMPLES = """\
 examples:
   wahook replay bodies.jsonl --organization 3      # one body per line, organization 3's only
   wahook replay captured/ --any-organization --dry-run   # every .json/.jsonl, no writes
-  zcat dump.jsonl.gz | wahook replay - --any-organization   # stdin, one body per line
+  wahook replay dump.jsonl.gz --any-organization   # gzip is read as it is
+  cat bodies.jsonl | wahook replay - --any-organization   # stdin, one body per line
+  wahook replay export.json --any-organization     # a JSON array: a list of bodies
   wahook replay a.json b.json --organization 3 --dsn postgresql://postgres@127.0.0.1/whatsapp_db
   wahook replay --dead-letter-queue --dlq-url https://sqs.../wahook-dlq   # drain it once
   wahook replay --quarantine        # items of organizations configured since they came
@@ -44,20 +47,25 @@ for --quarantine the flag only applies to items that arrived without one (queued
 verdicts existed), which otherwise stay quarantined.
 
 Exit status: 0 when every body was stored or quarantined, 1 when some were not (they are
-listed), 2 on a usage or configuration error.
+listed), 2 on a usage or configuration error, or when an input cannot be webhook bodies
+(another compression, pretty-printed JSON in a .jsonl, nothing in it): said in one line,
+before anything is stored.
 """
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dsn", metavar="DSN", help="PostgreSQL DSN (default: WAHOOK_DSN or DB_*)")
     p.add_argument(
-        "--batch-size", type=int, metavar="N", help="events per transaction (default 1000)"
+        "--batch-size", type=whole(), metavar="N", help="events per transaction (default 1000)"
     )
     p.add_argument(
-        "--batch-max-age", type=float, metavar="S", help="seconds a batch may wait (default 0.2)"
+        "--batch-max-age",
+        type=duration(positive=False),
+        metavar="S",
+        help="seconds a batch may wait (default 0.2)",
     )
     p.add_argument("--log-format", choices=("json", "console"), help="default: json")
-    p.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning ... (default info)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,24 +89,28 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--endpoint-url", dest="aws_endpoint_url", metavar="URL", help="SQS endpoint override"
     )
     w.add_argument(
-        "--receivers", dest="sqs_receivers", type=int, metavar="N", help="concurrent long polls"
+        "--receivers", dest="sqs_receivers", type=whole(), metavar="N", help="concurrent long polls"
     )
     w.add_argument(
-        "--writers", type=int, metavar="N", help="concurrent batch transactions (default 2)"
+        "--writers", type=whole(), metavar="N", help="concurrent batch transactions (default 2)"
     )
     w.add_argument(
-        "--grace", dest="grace_seconds", type=float, metavar="S", help="stop grace (default 20)"
+        "--grace",
+        dest="grace_seconds",
+        type=duration(positive=False),
+        metavar="S",
+        help="stop grace (default 20)",
     )
     w.add_argument(
         "--metrics-port",
-        type=int,
+        type=PORT,
         metavar="PORT",
         help="serve Prometheus /metrics on this port, on WAHOOK_HOST (127.0.0.1)",
     )
     w.add_argument(
         "--progress-every",
         dest="progress_seconds",
-        type=float,
+        type=duration(),
         metavar="S",
         help="seconds (default 10)",
     )
@@ -167,10 +179,12 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
         )
     }
     settings = Settings.from_env().replace(**flags)
-    from wahook.runtime.logs import configure_logging
+    from wahook.runtime.logs import configure_logging, route_stdlib
     from wahook.runtime.tuning import tune_gc
 
-    configure_logging(settings.log_format, defaults.get("log_level") or settings.log_level)
+    level = defaults.get("log_level") or settings.log_level
+    configure_logging(settings.log_format, level)
+    route_stdlib(level)  # botocore's records too: same stream, same redaction
     tune_gc(settings.gc_threshold)
     return settings
 
@@ -179,18 +193,15 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings(args)
-        if not settings.queue_url:
-            raise WahookError("no queue: set WAHOOK_QUEUE_URL (or SQS_QUEUE_URL) or --queue-url")
-        if not settings.dsn:
-            raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...) or pass --dsn")
-        from wahook.runtime.worker import run_worker
+    # Errors are one line from `wahook.cli.main` (2 for settings, 1 for the outside world).
+    settings = _settings(args)
+    if not settings.queue_url:
+        raise ConfigError("no queue: set WAHOOK_QUEUE_URL (or SQS_QUEUE_URL) or --queue-url")
+    if not settings.dsn:
+        raise ConfigError("no database: set WAHOOK_DSN (or DB_HOST ...) or pass --dsn")
+    from wahook.runtime.worker import run_worker
 
-        return asyncio.run(run_worker(settings))
-    except WahookError as exc:
-        print(f"wahook worker: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(run_worker(settings))
 
 
 # --- replay ---------------------------------------------------------------------------
@@ -201,7 +212,7 @@ def _operator_verdict(args: argparse.Namespace) -> Verdict | None:
         return ANY
     if args.organization is not None:
         if args.organization <= 0:
-            raise WahookError(f"--organization must be an organization id, not {args.organization}")
+            raise ConfigError(f"--organization must be an organization id, not {args.organization}")
         return Verdict.of({args.organization})
     return None
 
@@ -210,18 +221,18 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args, log_level=args.log_level or "warning")
         if not args.dry_run and not settings.dsn:
-            raise WahookError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
+            raise ConfigError("no database: set WAHOOK_DSN (or DB_HOST ...), --dsn, or --dry-run")
         if args.dead_letter_queue and not settings.dead_letter_queue_url:
-            raise WahookError("no dead-letter queue: set WAHOOK_DLQ_URL or pass --dlq-url")
+            raise ConfigError("no dead-letter queue: set WAHOOK_DLQ_URL or pass --dlq-url")
         if args.dead_letter_queue and args.paths:
-            raise WahookError("give PATHs or --dead-letter-queue, not both")
+            raise ConfigError("give PATHs or --dead-letter-queue, not both")
         if not (args.paths or args.dead_letter_queue or args.quarantine):
-            raise WahookError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
+            raise ConfigError("nothing to replay: give PATHs, --dead-letter-queue or --quarantine")
         if args.quarantine and args.dry_run:
-            raise WahookError("--quarantine writes by nature; it has no --dry-run")
+            raise ConfigError("--quarantine writes by nature; it has no --dry-run")
         verdict = _operator_verdict(args)
         if args.paths and verdict is None:
-            raise WahookError(
+            raise ConfigError(
                 "files carry no signature: say whose data they are with --organization N"
                 " or --any-organization"
             )
@@ -242,5 +253,7 @@ def replay_command(args: argparse.Namespace) -> int:
             )
         )
     except (WahookError, OSError) as exc:
-        print(f"wahook replay: {exc}", file=sys.stderr)
+        from wahook.cli import one_line
+
+        print(f"wahook replay: {one_line(exc)}", file=sys.stderr)
         return 2

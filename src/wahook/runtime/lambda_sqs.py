@@ -137,11 +137,12 @@ def emf_line(stats: Stats, *, function: str, records: int, failures: int, second
         "FunctionName": function,
         **{k: v for k, (v, _) in metrics.items()},
     }
-    if stats.lag is not None:
+    if stats.commit_delay is not None:
+        # From SQS's receipt of the oldest body to its commit (``runtime.stats``).
         doc["_aws"]["CloudWatchMetrics"][0]["Metrics"].append(
             {"Name": "LagSeconds", "Unit": "Seconds"}
         )
-        doc["LagSeconds"] = round(stats.lag, 3)
+        doc["LagSeconds"] = round(stats.commit_delay, 3)
     return json.dumps(doc, separators=(",", ":"))
 
 

@@ -4,18 +4,19 @@ Series (all prefixed ``wahook_``): ``messages_total``, ``events_total{kind,type}
 ``undecodable_total``, ``unknown_total{label}`` (types/fields this wahook does not know),
 ``rows_committed_total{outcome}`` (applied, quarantined, duplicate), ``batches_total``,
 ``batch_records`` and ``commit_seconds`` histograms, ``failures_total{class}``,
-``retries_total{class}``, ``lag_seconds`` (now − newest webhook timestamp committed).
+``retries_total{class}``, ``lag_seconds`` (the age of the oldest body received and not
+yet committed, from the source's receipt time; 0 when idle: see ``runtime.stats``).
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
 
+from wahook.runtime.stats import Backlog
 from wahook.sinks.base import Record, WriteResult
 
 
@@ -58,13 +59,20 @@ class PrometheusObserver:
         self.retries = PromCounter(
             "wahook_retries", "Write attempts retried, by class", ["class"], registry=r
         )
-        self.lag = Gauge("wahook_lag_seconds", "Now minus newest webhook timestamp", registry=r)
+        self.backlog = Backlog()
+        self.lag = Gauge(
+            "wahook_lag_seconds",
+            "Age of the oldest body received and not yet committed (0 when idle)",
+            registry=r,
+        )
+        self.lag.set_function(self.backlog.lag)  # read at scrape time: idle reads 0
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` on ``addr:port`` (a daemon thread)."""
         start_http_server(port, addr=addr, registry=self.registry)
 
     def decoded(self, record: Record, unknown: Counter[str] | None) -> None:
+        self.backlog.add(record)
         self.messages.inc()
         if unknown is None:
             self.undecodable.inc()
@@ -79,21 +87,16 @@ class PrometheusObserver:
         self.rows.labels("applied").inc(result.applied)
         self.rows.labels("quarantined").inc(result.quarantined)
         self.rows.labels("duplicate").inc(result.duplicates)
+        self.backlog.done(batch)
         kinds: Counter[tuple[str, str]] = Counter()
-        newest = None
         for record in batch:
             if record.id in result.failed:
                 continue
             for event in record.events:
                 # Unknown type strings come from outside: kept out of label values.
                 kinds[event.kind, event.type if event.known else "unknown"] += 1
-            ts = getattr(record.events[-1], "timestamp", None) if record.events else None
-            if ts is not None and (newest is None or ts > newest):
-                newest = ts
         for (kind, type_), n in kinds.items():
             self.events.labels(kind, type_).inc(n)
-        if newest is not None:
-            self.lag.set(max(0.0, time.time() - newest))
 
     def retried(self, failure_class: str) -> None:
         self.retries.labels(failure_class).inc()

@@ -213,6 +213,9 @@ async def _replay_source(
     )
     for message_id in failed[:50]:
         print(f"  not stored: {message_id}", file=out)
+    if summary["messages"] and summary["undecodable"] == summary["messages"]:
+        print("replay: no body was a WhatsApp notification (all quarantined)", file=out)
+        return 1
     return 1 if stats.failed else 0
 
 

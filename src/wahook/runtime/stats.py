@@ -2,6 +2,13 @@
 
 ``Stats`` is plain numbers (the progress line, the replay summary and the Lambda's EMF
 line read it); ``metrics.PrometheusObserver`` turns the same calls into Prometheus series.
+
+Lag is measured from when the *source* received each body (``Record.received_at``: the
+POST's arrival, SQS's ``SentTimestamp``; for files, when it was read), never from the
+timestamps inside the webhook, which say when WhatsApp saw the event and can be hours old
+on a redelivery. ``lag`` is the age of the oldest body decoded and not yet committed: how
+far behind the pipeline is *now*, growing while the database is down, 0 when idle.
+``commit_delay`` is the longest receipt-to-commit time of the run (the Lambda reports it).
 """
 
 from __future__ import annotations
@@ -29,6 +36,33 @@ class Observer(Protocol):
         """Records given back to the source without being committed."""
 
 
+class Backlog:
+    """Bodies decoded and not yet committed, with when their source received them."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, float] = {}
+
+    def add(self, record: Record) -> None:
+        received = record.received_at
+        self._waiting[record.id] = time.time() if received is None else received
+
+    def done(self, batch: Sequence[Record]) -> float | None:
+        """Forget ``batch`` (committed, or given back to the source); the seconds since
+        its oldest body was received."""
+        oldest = None
+        for record in batch:
+            received = self._waiting.pop(record.id, None)
+            if received is not None and (oldest is None or received < oldest):
+                oldest = received
+        return None if oldest is None else max(0.0, time.time() - oldest)
+
+    def lag(self) -> float:
+        """Seconds the oldest waiting body has waited; 0.0 when none waits."""
+        # A copy in one step: the metrics exporter calls this from its own thread.
+        waiting = list(self._waiting.values())
+        return max(0.0, time.time() - min(waiting)) if waiting else 0.0
+
+
 @dataclasses.dataclass(slots=True)
 class Stats:
     """Running totals of one pipeline run."""
@@ -45,11 +79,18 @@ class Stats:
     kinds: Counter[str] = dataclasses.field(default_factory=Counter)
     unknown: Counter[str] = dataclasses.field(default_factory=Counter)
     failures: Counter[str] = dataclasses.field(default_factory=Counter)
-    lag: float | None = None
+    commit_delay: float | None = None
     commit_seconds: float = 0.0
     started: float = dataclasses.field(default_factory=time.monotonic)
+    backlog: Backlog = dataclasses.field(default_factory=Backlog)
+
+    @property
+    def lag(self) -> float:
+        """Seconds the oldest body received and not yet committed has waited; 0 if idle."""
+        return self.backlog.lag()
 
     def decoded(self, record: Record, unknown: Counter[str] | None) -> None:
+        self.backlog.add(record)
         self.messages += 1
         self.events += len(record.events)
         if unknown is None:
@@ -64,18 +105,14 @@ class Stats:
         self.duplicates += result.duplicates
         self.failed += len(result.failed)
         self.commit_seconds += seconds
-        newest = None
+        delay = self.backlog.done(batch)
+        if delay is not None and (self.commit_delay is None or delay > self.commit_delay):
+            self.commit_delay = delay
         for record in batch:
             if record.id in result.failed:
                 continue
             for event in record.events:
                 self.kinds[event.kind] += 1
-            if record.events:
-                ts = getattr(record.events[-1], "timestamp", None)
-                if ts is not None and (newest is None or ts > newest):
-                    newest = ts
-        if newest is not None:
-            self.lag = max(0.0, time.time() - newest)
 
     def retried(self, failure_class: str) -> None:
         self.retries += 1
@@ -103,7 +140,7 @@ class Stats:
             "failed": self.failed,
             "retries": self.retries,
             "events_per_second": round(self.rate(), 1),
-            "lag_seconds": None if self.lag is None else round(self.lag, 3),
+            "lag_seconds": round(self.lag, 3),
         }
 
 

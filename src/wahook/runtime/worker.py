@@ -83,7 +83,7 @@ async def _progress(pipeline: Any, source: Any, every: float) -> None:
             quarantined=stats.quarantined,
             retries=stats.retries,
             failed=stats.failed,
-            lag_seconds=None if stats.lag is None else round(stats.lag, 1),
+            lag_seconds=round(stats.lag, 1),
             in_flight=getattr(source, "in_flight", None),
         )
         last_events, last_time = stats.events, now

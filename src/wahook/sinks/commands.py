@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any
 
-from wahook.errors import ConfigError, WahookError
+from wahook.errors import ConfigError
 
 MIGRATE_EPILOG = """\
 examples:
@@ -119,23 +118,10 @@ def resolve_dsn(args: argparse.Namespace) -> str:
     raise ConfigError("no database: pass --dsn, set WAHOOK_DSN (or DB_HOST ...), or --embedded")
 
 
-def _fail(exc: Exception) -> int:
-    print(f"wahook: {exc}", file=sys.stderr)
-    return 1
-
-
-def _database_errors() -> tuple[type[Exception], ...]:
-    import asyncpg
-
-    return (WahookError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
 def run_migrate(args: argparse.Namespace) -> int:
-    try:
-        dsn = resolve_dsn(args)
-        done = asyncio.run(_migrate(dsn, check=args.check))
-    except _database_errors() as exc:
-        return _fail(exc)
+    # Errors (no database, a bad setting ...) are one line from `wahook.cli.main`.
+    dsn = resolve_dsn(args)
+    done = asyncio.run(_migrate(dsn, check=args.check))
     verb = "pending" if args.check else "applied"
     for version, name in done:
         print(f"{verb} {version:04d}_{name}")
@@ -157,11 +143,8 @@ async def _migrate(dsn: str, *, check: bool) -> list[tuple[int, str]]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    try:
-        dsn = resolve_dsn(args)
-        result = asyncio.run(_stats(dsn, args.organization))
-    except _database_errors() as exc:
-        return _fail(exc)
+    dsn = resolve_dsn(args)
+    result = asyncio.run(_stats(dsn, args.organization))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -196,12 +179,9 @@ def _table(header: list[str], rows: list[Any]) -> str:
 
 def run_org_add(args: argparse.Namespace) -> int:
     if not (args.phone_number_id or args.waba_id):
-        return _fail(ConfigError("give --phone-number-id or --waba-id (or both)"))
-    try:
-        dsn = resolve_dsn(args)
-        org_id, replayed = asyncio.run(_org_add(dsn, args))
-    except _database_errors() as exc:
-        return _fail(exc)
+        raise ConfigError("give --phone-number-id or --waba-id (or both)")
+    dsn = resolve_dsn(args)
+    org_id, replayed = asyncio.run(_org_add(dsn, args))
     print(f"organization {org_id} added: {args.name}")
     if replayed is not None:
         print(
@@ -233,11 +213,8 @@ async def _org_add(dsn: str, args: argparse.Namespace) -> tuple[int, Any]:
 
 
 def run_org_list(args: argparse.Namespace) -> int:
-    try:
-        dsn = resolve_dsn(args)
-        orgs = asyncio.run(_org_list(dsn))
-    except _database_errors() as exc:
-        return _fail(exc)
+    dsn = resolve_dsn(args)
+    orgs = asyncio.run(_org_list(dsn))
     rows = [
         [o.id, o.name, o.phone_number_id, o.waba_id, "yes" if o.verify_token else "no",
          "yes" if o.app_secret else "no"]
