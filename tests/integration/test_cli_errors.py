@@ -75,7 +75,7 @@ COMMANDS = {
     "stats": ["stats"],
     "serve": ["serve", "--port", "0"],
     "worker": ["worker"],
-    "replay": ["replay", "x.jsonl", "--dry-run"],
+    "replay": ["replay", "x.jsonl", "--dry-run", "--any-organization"],
     "migrate": ["migrate"],
     "post": ["post", "--sample"],
 }
@@ -108,8 +108,8 @@ def test_every_command_reads_its_settings_the_same_way(tmp_path: Path, command: 
     [
         ["serve", "--port", "70000"],
         ["worker", "--metrics-port", "-1"],
-        ["replay", "--batch-size", "0", "x.jsonl"],
-        ["replay", "--batch-max-age", "x", "x.jsonl"],
+        ["replay", "--batch-size", "0", "x.jsonl", "--any-organization"],
+        ["replay", "--batch-max-age", "x", "x.jsonl", "--any-organization"],
         ["worker", "--log-level", "verbose"],
     ],
 )
@@ -148,7 +148,7 @@ def test_replay_of_the_wrong_input_kind_says_so_and_stores_nothing(
     bodies = list(webhook_traffic(4))
     (tmp_path / "dump.jsonl.gz").write_bytes(gzip.compress(b"\n".join(bodies)))
     (tmp_path / "export.json").write_bytes(b"[" + b",\n".join(bodies) + b"]")
-    out = run(tmp_path, "replay", "--dry-run", "dump.jsonl.gz", "export.json")
+    out = run(tmp_path, "replay", "--dry-run", "--any-organization", "dump.jsonl.gz", "export.json")
     assert out.returncode == 0, out.stderr
     assert "replay: 8 bodies" in out.stdout
     assert "0 undecodable bodies" in out.stdout
@@ -156,14 +156,19 @@ def test_replay_of_the_wrong_input_kind_says_so_and_stores_nothing(
     pretty = b"\n".join(json.dumps(json.loads(b), indent=2).encode() for b in bodies)
     (tmp_path / "pretty.jsonl").write_bytes(pretty)
     missing = pg_dsn.rsplit("/", 1)[0] + "/wahook_does_not_exist"  # never reached
-    out = run(tmp_path, "replay", "dump.jsonl.gz", "pretty.jsonl", "--dsn", missing)
+    out = run(
+        tmp_path, "replay", "--any-organization", "dump.jsonl.gz", "pretty.jsonl", "--dsn", missing
+    )
     line = one_line(out, "wahook replay: pretty.jsonl: pretty-printed JSON")
     assert "jq -c" in line
     assert out.returncode == 2
     assert out.stdout == ""
 
     out = subprocess.run(
-        [WAHOOK, "replay", "--dry-run", "-"], input=b"", capture_output=True, timeout=60
+        [WAHOOK, "replay", "--dry-run", "--any-organization", "-"],
+        input=b"",
+        capture_output=True,
+        timeout=60,
     )
     assert out.stderr.decode() == "wahook replay: stdin: no webhook body to replay\n"
     assert out.returncode == 2

@@ -198,8 +198,8 @@ async def _replay_source(
     if dry_run and getattr(sink, "router", True) is None:
         stored = (
             f"{verb}: unknown without a database (give --dsn to see which organizations "
-            f"they belong to), {summary['quarantined']} items undecodable "
-            f"({summary['undecodable']} bodies)"
+            f"they belong to), {summary['quarantined']} quarantined "
+            f"({summary['undecodable']} undecodable bodies)"
         )
     else:
         stored = (
