@@ -25,6 +25,7 @@ from wahook.sinks import sql
 from wahook.sinks.migrate import LOCK_KEY
 
 SHIPPED = ",".join(f"{v:04d}_{name}" for v, name, _ in sql.migrations())
+NEWEST = f"{sql.migrations()[-1][0]:04d}"
 
 
 class Answers:
@@ -154,13 +155,14 @@ def test_create_migrates_update_finds_nothing_delete_keeps_the_data(
         "RequestId": create["RequestId"],
         "LogicalResourceId": "Schema",
         "NoEcho": False,
-        "Data": {"Applied": SHIPPED},
+        "Data": {"SchemaVersion": NEWEST, "Applied": SHIPPED},
     }
     assert {"organizations", "messages", "webhook_events", "wahook_migrations"} <= tables(empty_db)
 
     migrate_resource.handler(event(answers, "Update", "wahook-schema"), Context())
     update = answers.received[1]["body"]
-    assert (update["Status"], update["Data"]) == ("SUCCESS", {"Applied": ""})
+    assert update["Status"] == "SUCCESS"
+    assert update["Data"] == {"SchemaVersion": NEWEST, "Applied": "none"}
     assert update["Reason"] == "applied: nothing, up to date"
 
     migrate_resource.handler(event(answers, "Delete", "wahook-schema"), Context())

@@ -339,6 +339,6 @@ def test_schema_migration_only_where_functions_can_run(cfn: dict[str, Any]) -> N
     # a new function version (new code, new migrations) updates the resource: it reruns
     assert schema["Properties"]["CodeVersion"]["Ref"].startswith("MigrateFunctionVersion")
     processor_env = on.resources("AWS::Lambda::Function")["ProcessorFunction"]["Properties"]
-    assert processor_env["Environment"]["Variables"]["WAHOOK_SCHEMA_APPLIED"] == {
-        "Fn::GetAtt": ["Schema", "Applied"]
+    assert processor_env["Environment"]["Variables"]["WAHOOK_SCHEMA_VERSION"] == {
+        "Fn::GetAtt": ["Schema", "SchemaVersion"]
     }

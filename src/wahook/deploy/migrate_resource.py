@@ -5,6 +5,9 @@ which has asyncpg). On ``Create`` and ``Update`` it reads the database secret (s
 ``wahook.deploy.secrets``) and applies the missing migrations (``wahook.sinks.migrate``:
 each in its own transaction, under an advisory lock, so a processor starting meanwhile is
 safe); on ``Delete`` it does nothing, since dropping a stack must never drop the data.
+Its attributes: ``SchemaVersion`` (the newest migration, e.g. ``0004``) and ``Applied``
+(those this call applied, or ``none``).
+
 Either way it answers CloudFormation with a PUT of the result to the event's
 ``ResponseURL``: a handler that failed without answering would leave the stack waiting for
 an hour, so every error becomes a ``FAILED`` answer with a reason that names no secret,
@@ -95,8 +98,15 @@ def run(event: Mapping[str, Any], remaining_ms: int | None) -> tuple[str, str, d
         return "FAILED", "migration did not finish in the function's time (database reachable?)", {}
     except Exception as exc:
         return "FAILED", _redact(f"{type(exc).__name__}: {exc}", dsn), {}
+    from wahook.sinks import sql
+
     applied = ",".join(f"{v:04d}_{name}" for v, name in done)
-    return "SUCCESS", f"applied: {applied or 'nothing, up to date'}", {"Applied": applied}
+    # Never an empty attribute: the processor's environment names SchemaVersion.
+    data = {
+        "SchemaVersion": f"{max(v for v, _, _ in sql.migrations()):04d}",
+        "Applied": applied or "none",
+    }
+    return "SUCCESS", f"applied: {applied or 'nothing, up to date'}", data
 
 
 def handler(event: Mapping[str, Any], context: Any) -> None:
