@@ -70,11 +70,16 @@ def code_zip() -> bytes:
 
 
 @pytest.fixture
-def stack(aws_client: Callable[[str], Any], db_dsn: str) -> Stack:
-    secrets = aws_client("secretsmanager")
+def stack(aws_client: Callable[[str], Any], db_dsn: str, request: pytest.FixtureRequest) -> Stack:
+    """A stack whose secrets live in Secrets Manager, or (indirect param "ssm") in SSM."""
+    store = getattr(request, "param", "secretsmanager")
     name = f"wh{os.getpid()}x{next(_stacks)}"
+    secrets, ssm = aws_client("secretsmanager"), aws_client("ssm")
 
     def secret(kind: str, value: str) -> str:
+        if store == "ssm":
+            ssm.put_parameter(Name=f"/{name}/{kind}", Value=value, Type="SecureString")
+            return f"/{name}/{kind}"
         return str(secrets.create_secret(Name=f"{name}/{kind}", SecretString=value)["ARN"])
 
     s3 = aws_client("s3")
@@ -83,6 +88,7 @@ def stack(aws_client: Callable[[str], Any], db_dsn: str) -> Stack:
     for key in ("receiver.zip", "processor.zip"):
         s3.put_object(Bucket=CODE_BUCKET, Key=key, Body=code_zip())
     parameters = {
+        "SecretStore": store,
         "DatabaseSecret": secret("dsn", db_dsn),
         "AppSecret": secret("app", APP_SECRET),
         "VerifyTokenSecret": secret("token", TOKEN),
@@ -286,6 +292,7 @@ async def _counts(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
+@pytest.mark.parametrize("stack", ["secretsmanager", "ssm"], indirect=True)
 def test_signed_post_through_the_stack_into_postgres(
     stack: Stack, aws_client: Callable[[str], Any], function_env: Callable[[dict[str, str]], None]
 ) -> None:
@@ -322,7 +329,9 @@ def test_signed_post_through_the_stack_into_postgres(
     assert [m["Body"].encode() for m in got] == [body]
     event = lambda_records(got, mapping["EventSourceArn"])
     # the batch-size arithmetic, on a real record: BatchSize of these fit Lambda's 6 MB
+    # (1,163-byte body -> 2,952-byte record here: ~1.8 KB of metadata, the template's figure)
     record_bytes = len(json.dumps(event["Records"][0]))
+    assert record_bytes - len(body) < 2 * 1024, record_bytes
     assert mapping["BatchSize"] * record_bytes < 6 * 1024 * 1024, record_bytes
 
     # the processor, with exactly the environment the stack gave it

@@ -93,8 +93,9 @@ def test_event_source_mapping(cfn: dict[str, Any]) -> None:
     assert props["BatchSize"] == 1000
     assert props["MaximumBatchingWindowInSeconds"] == 2
     assert cfn["Parameters"]["BatchingWindowSeconds"]["MinValue"] >= 1
-    # Typical records (1 KB body + 1 KB of metadata) fit the invocation payload cap.
-    assert props["BatchSize"] * 2 * 1024 <= LAMBDA_INVOKE_PAYLOAD
+    # Typical records (~1.2 KB body + ~1.8 KB of metadata, measured in the stack test) fit
+    # the invocation payload cap.
+    assert props["BatchSize"] * 3 * 1024 <= LAMBDA_INVOKE_PAYLOAD
 
 
 def test_concurrency_times_pool_stays_under_a_small_databases_connections(
