@@ -168,5 +168,8 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point: settings read and the SQS client made on the first call."""
     global _default
     if _default is None:
+        from wahook.deploy.secrets import load_secrets
+
+        load_secrets()  # secrets named by ARN/SSM reference -> plain variables, once
         _default = LambdaReceiver(Settings.from_env())
     return _default(event, context)

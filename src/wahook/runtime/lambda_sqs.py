@@ -250,9 +250,11 @@ def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """``wahook.runtime.lambda_sqs.handler``: settings from the environment."""
     global _default
     if _default is None:
+        from wahook.deploy.secrets import load_secrets
         from wahook.runtime.logs import configure_logging
         from wahook.runtime.tuning import tune_gc
 
+        load_secrets()  # secrets named by ARN/SSM reference -> plain variables, once
         settings = Settings.from_env()
         configure_logging(settings.log_format, settings.log_level)
         tune_gc(settings.gc_threshold)
