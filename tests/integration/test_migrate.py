@@ -185,12 +185,8 @@ async def test_cli_org_add_applies_what_waited_in_quarantine(
     assert code == 0, out
     assert "quarantine replayed: 1 applied, 0 still without an organization" in out
     org = await pool.fetchval("SELECT id FROM organizations WHERE name = 'Late Co'")
-    assert (
-        await pool.fetchval(
-            "SELECT organization_id FROM incoming_messages WHERE whatsapp_message_id = 'wamid.ORGCLI1'"
-        )
-        == org
-    )
+    stored = "SELECT organization_id FROM incoming_messages WHERE whatsapp_message_id = $1"
+    assert await pool.fetchval(stored, "wamid.ORGCLI1") == org
     assert await pool.fetchval("SELECT count(*) FROM quarantine WHERE resolved_at IS NULL") == 0
 
     code, out = await _cli("org", "list", "--dsn", db_dsn)
