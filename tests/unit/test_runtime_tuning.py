@@ -54,7 +54,8 @@ def test_wahook_replay_applies_the_setting(value: str, expected: str) -> None:
     code = (
         "import gc, sys\n"
         "from wahook.cli import main\n"
-        f"rc = main(['replay', '--dry-run', '--progress', 'never', {str(FIXTURE)!r}])\n"
+        "rc = main(['replay', '--dry-run', '--any-organization', '--progress', 'never',"
+        f" {str(FIXTURE)!r}])\n"
         "print(gc.get_threshold(), gc.get_freeze_count() > 0, rc)\n"
     )
     env = {**os.environ, "WAHOOK_GC_THRESHOLD": value}
