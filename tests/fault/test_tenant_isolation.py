@@ -448,3 +448,35 @@ def test_lambda_receiver_then_worker(
             await conn.close()
 
     run(consume())
+
+
+# --- test traffic ----------------------------------------------------------------------------
+
+
+async def test_test_traffic_is_held_apart_whoever_signed_it(pool: Any) -> None:
+    """`wahook check` samples (the reserved test ids) never reach a tenant's rows, not even
+    under the deployment-wide verdict; the in-memory model holds the same rows."""
+    from wahook.errors import ConfigError
+    from wahook.reserved import TEST_PHONE_NUMBER_ID, TEST_WABA_ID
+    from wahook.testing import MemorySink, dump_tables
+
+    await add_organization(pool, name="A", phone_number_id=A_PHONE, waba_id=A_WABA)
+    with pytest.raises(ConfigError):
+        await add_organization(pool, name="T", phone_number_id=TEST_PHONE_NUMBER_ID)
+    raw_body = body(
+        entry(TEST_WABA_ID, change(TEST_PHONE_NUMBER_ID, **forged("check"))),
+        entry(A_WABA, genuine_a("check")),
+    )
+    memory = MemorySink()
+    memory.add_organization(1, phone_number_id=A_PHONE, waba_id=A_WABA)
+    for verdict in (ANY, Verdict.of({1})):
+        record = to_record(Message(id="check-1", body=raw_body, verdict=verdict))
+        assert (await PostgresSink(pool).write([record])).failed == {}
+        await memory.write([record])
+    held = await pool.fetch("SELECT kind, phone_number_id, raw FROM quarantine")
+    assert {(r["kind"], r["phone_number_id"]) for r in held} == {("test", TEST_PHONE_NUMBER_ID)}
+    assert len(held) == 2
+    assert await pool.fetchval("SELECT count(*) FROM incoming_messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 1  # A's own status
+    got = await dump_tables(pool)
+    assert got["quarantine"] == memory.dump()["quarantine"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wahook.parse import MessageEvent, Problem, StatusEvent
+from wahook.reserved import is_test_traffic
 from wahook.sinks import rows
 from wahook.sinks.base import Event, Record, WriteResult
 from wahook.verdict import ANY, Verdict
@@ -132,6 +133,18 @@ class MemorySink:
         org = self.route(ev.phone_number_id, ev.waba_id, verdict)
         dkey = rows.dedup_key(ev)
         ckey = rows.content_key(ev.raw)
+        if is_test_traffic(ev.phone_number_id, ev.waba_id):
+            key = rows.verdict_key("test", dkey, ckey, "")
+            self._quarantine(key, {"kind": "test",
+                                   "reason": "test traffic (the reserved test phone number id "
+                                             "of wahook check)",
+                                   "field": rows.clean_text(ev.field),
+                                   "waba_id": rows.clean_text(ev.waba_id),
+                                   "phone_number_id": rows.clean_text(ev.phone_number_id),
+                                   "path": rows.clean_text(ev.path), "raw": ev.raw,
+                                   "verdict": None},
+                             source, received)  # fmt: skip
+            return False, True
         if not verdict.any and (org is None or not verdict.allows(org)):
             self._refuse(ev, org, dkey, ckey, source, received, verdict)
             return False, True

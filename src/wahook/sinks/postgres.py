@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from wahook.errors import PermanentError, TransientError
+from wahook.errors import ConfigError, PermanentError, TransientError
 from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
 from wahook.parse.models import (
     ITEM_TYPES,
@@ -49,6 +49,7 @@ from wahook.parse.models import (
     Pricing,
     Status,
 )
+from wahook.reserved import TEST_PHONE_NUMBER_ID, TEST_WABA_ID, is_test_traffic
 from wahook.sinks import locks, rows, sql
 from wahook.sinks.base import Event, Record, WriteResult
 from wahook.verdict import ANY, Verdict
@@ -261,7 +262,9 @@ class _Prepared:
     def _route(self, field: str, waba: str, pnid: str | None) -> _Route:
         text = self._text
         where = f"p:{pnid}" if pnid else f"w:{waba}"  # as rows.dedup_key spells it
-        route = (self._router.route(pnid, waba), text(field), text(waba), text(pnid), where)
+        # Test traffic never routes (``_event`` quarantines it), whoever has its ids.
+        org = None if is_test_traffic(pnid, waba) else self._router.route(pnid, waba)
+        route = (org, text(field), text(waba), text(pnid), where)
         self._routes[(field, waba, pnid)] = route
         return route
 
@@ -384,6 +387,14 @@ class _Prepared:
         org = router.route(ev.phone_number_id, ev.waba_id, verdict.allowed)
         dkey = rows.dedup_key(ev)
         ckey = rows.content_key(ev.raw)
+        if is_test_traffic(ev.phone_number_id, ev.waba_id):
+            self.refused += 1
+            key = rows.verdict_key("test", dkey, ckey, "")
+            reason = "test traffic (the reserved test phone number id of wahook check)"
+            row = self._held("test", reason, ev, item, key, verdict)
+            row[11] = None  # one row per item, whoever signed it
+            self._quarantine(key, row)
+            return
         if not verdict.any and (org is None or not verdict.allows(org)):
             # No audit row: it would share the dedup key (and so the stored payload) of
             # the genuine item of that organization.
@@ -883,7 +894,13 @@ async def add_organization(
     app_secret: str | None = None,
     access_token: str | None = None,
 ) -> int:
-    """Insert an organization; return its id."""
+    """Insert an organization; return its id. The reserved test ids
+    (``wahook.reserved``) are refused with ``ConfigError``."""
+    if phone_number_id == TEST_PHONE_NUMBER_ID or waba_id == TEST_WABA_ID:
+        raise ConfigError(
+            f"{TEST_PHONE_NUMBER_ID} is reserved for wahook's test traffic (wahook check):"
+            " no organization may have it"
+        )
     org_id: int = await pool.fetchval(
         sql.load("organization_add"), name, waba_id, phone_number_id, access_token,
         verify_token, app_secret,
