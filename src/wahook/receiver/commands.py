@@ -55,6 +55,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument("--queue-url", help="forward to this SQS queue instead of storing")
     serve.add_argument("--data-dir", help="where local data lives (default .wahook)")
     serve.add_argument("--grace", type=float, help="seconds to drain on stop (default 20)")
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a connection has to send a request head (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout", type=float, help="seconds a request has to send its body (default 30)"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections at most (default: the fd limit less 128)",
+    )
+    serve.add_argument("--connection-log-seconds", type=float,
+                       help="log failed accepts and shed connections as counts, one line "
+                       "per this many seconds (default 10)")  # fmt: skip
     serve.set_defaults(func=run_serve)
 
     post = sub.add_parser(
@@ -119,6 +135,10 @@ def run_serve(args: argparse.Namespace) -> int:
             queue_url=args.queue_url,
             data_dir=args.data_dir,
             grace_seconds=args.grace,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+            connection_log_seconds=args.connection_log_seconds,
         )
         _configure_logging(settings.log_format, settings.log_level)
         from wahook.runtime.tuning import tune_gc
