@@ -244,14 +244,20 @@ class ReceiverApp:
             if not count(request, "body_timeouts"):
                 log.info("body_timeout seconds=%g", self.body_timeout)
             return TOO_SLOW
-        except (OSError, RequestPayloadError):  # the connection was lost or closed by us
+        except (OSError, RequestPayloadError):  # the connection was lost or malformed
+            return INCOMPLETE
+        except RuntimeError:  # aiohttp's word for reading a connection we closed (shed)
+            if request.transport is not None:
+                raise
             return INCOMPLETE
 
     async def handle(self, request: BaseRequest) -> web.Response:
         try:
             return await self._handle(request)
         finally:
-            mark(request, Phase.IDLE)
+            # Stopping, the answer closes the connection: it is never idle again, and a
+            # stop closing idle connections must not take it before its answer is out.
+            mark(request, Phase.BUSY if self.stopping else Phase.IDLE)
 
     def _answer(self, response: Response, *, close: bool = False) -> web.Response:
         return _to_web(response, close=close or self.stopping)

@@ -66,7 +66,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument(
         "--max-connections",
         type=int,
-        help="open connections at most (default: the fd limit less 128)",
+        help="open connections at most (default: the fd limit less 192)",
     )
     serve.add_argument("--connection-log-seconds", type=float,
                        help="log failed accepts and shed connections as counts, one line "

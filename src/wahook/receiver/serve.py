@@ -56,9 +56,13 @@ log = logging.getLogger("wahook.receiver")
 
 IN_PROCESS_MAX_AGE = 0.05
 """The longest a body waits for its batch in-process (seconds); Meta waits with it."""
-FD_RESERVE = 128
-"""File descriptors kept free of client connections: the pool, the embedded server's
-pipes, SQS connections, logs, the listener, the loop's own."""
+ACCEPT_BACKLOG = 64
+"""The listen backlog, and so how many connections asyncio accepts in one go: each takes a
+descriptor before the server can shed another, and a shed one gives its back a tick later."""
+FD_RESERVE = 2 * ACCEPT_BACKLOG + 64
+"""File descriptors kept free of client connections: two accept bursts (one being shed, one
+coming in), then the pool, the embedded server's pipes, SQS connections, logs, the
+listener, the loop's own."""
 
 
 def connection_limit(configured: int) -> tuple[int, int]:
@@ -197,7 +201,7 @@ class Server:
         self._guard = guard
         guard.install()
         self._stack.push_async_callback(self._stop_http)
-        site = web.TCPSite(runner, s.host, s.port)
+        site = web.TCPSite(runner, s.host, s.port, backlog=ACCEPT_BACKLOG)
         await site.start()
         host, port = self._bound(runner, s)
         self.url = f"http://{host}:{port}{WEBHOOK_PATH}"
