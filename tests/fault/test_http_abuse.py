@@ -406,28 +406,34 @@ async def listener_closed(port: int, within: float = 10.0) -> None:
 
 
 @pytest.mark.slow
-async def test_sigterm_answers_and_stores_a_body_still_arriving(
+async def test_sigterm_answers_and_stores_bodies_still_arriving(
     serve_factory: Callable[..., Serve], db_dsn: str
 ) -> None:
     serve = await serve_factory(db_dsn, WAHOOK_GRACE_SECONDS="10").start()
-    body = samples.sample(messages=3, statuses=1, start=700)
-    async with connect(serve.port) as (reader, writer):
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # accepted, kept alive
-        assert await read_response(reader) == (200, b"ok")
-        request = signed_post(body)
-        half = len(request) - len(body) // 2
-        writer.write(request[:half])
-        await writer.drain()
-        await asyncio.sleep(0.2)  # the server reads the head and half the body
+    bodies = [samples.sample(messages=3, statuses=1, start=700 + 10 * i) for i in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        conns = [await stack.enter_async_context(connect(serve.port)) for _ in range(5)]
+        for reader, writer in conns:  # accepted, kept alive
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await read_response(reader) == (200, b"ok")
+        idle, busy = conns[0], conns[1:]
+        requests = [signed_post(body) for body in bodies]
+        halves = [len(r) - len(b) // 2 for r, b in zip(requests, bodies, strict=True)]
+        for (_, writer), request, half in zip(busy, requests, halves, strict=True):
+            writer.write(request[:half])  # the head and half the body
+        await asyncio.sleep(0.2)  # the server reads them
         serve.signal(signal.SIGTERM)
         await listener_closed(serve.port)  # the stop is under way: no new connections
-        writer.write(request[half:])
-        await writer.drain()
+        # The idle connection is closed; the ones with a request under way are not.
+        assert await closed_after(idle[0], time.monotonic(), 10) is not None
+        for (_, writer), request, half in zip(busy, requests, halves, strict=True):
+            writer.write(request[half:])
         async with asyncio.timeout(10):
-            assert await read_response(reader) == (200, b"EVENT_RECEIVED")
+            answers = await asyncio.gather(*(read_response(reader) for reader, _ in busy))
+        assert answers == [(200, b"EVENT_RECEIVED")] * len(bodies)
     assert await serve.wait(within=30) == 0
-    assert await count(db_dsn, "SELECT count(*) FROM webhook_events") == 4
-    assert "bodies accepted: 1, stored: 1, not stored: 0" in serve.stdout()
+    assert await count(db_dsn, "SELECT count(*) FROM webhook_events") == 4 * len(bodies)
+    assert "bodies accepted: 4, stored: 4, not stored: 0" in serve.stdout()
 
 
 class Proxy:

@@ -367,10 +367,12 @@ class Server:
             under_way = guard.close_idle()
             log.info("serve_stopping in_flight=%d requests=%d", app.in_flight, under_way)
             answer_by = deadline - min(2.0, 0.25 * self.settings.grace_seconds)
+            if self.pipeline_task is not None and self.pipeline_task.done():
+                answer_by = loop.time()  # nothing will be stored: say so at once
             if not await guard.wait_closed(answer_by):
                 app.cut_off(loop.time())
                 # A moment for the 503s to go out, then close whatever is left.
-                await guard.wait_closed(min(loop.time() + 0.5, max(loop.time(), deadline)))
+                await guard.wait_closed(min(loop.time() + 0.5, max(loop.time() + 0.1, deadline)))
                 guard.close_all()
             guard.uninstall()
         await runner.cleanup()
