@@ -333,13 +333,14 @@ async def test_slow_and_idle_clients_are_closed_after_their_timeouts(server: Ser
                 await asyncio.sleep(0.1)
             return await closed_after(reader, start, 3 * timeout)
 
-    async def no_body() -> tuple[float, int]:  # the head promises a body that never comes
+    async def no_body() -> tuple[float, int, float | None]:  # a body promised, never sent
         async with connect(port) as (reader, writer):
             writer.write(post_head(500, signature="sha256=" + "0" * 64))
             start = time.monotonic()
             async with asyncio.timeout(3 * timeout):
                 status, _ = await read_response(reader)
-            return time.monotonic() - start, status
+            answered = time.monotonic() - start
+            return answered, status, await closed_after(reader, start + answered, 3 * timeout)
 
     async def kept_alive() -> float | None:  # idle after an answer
         async with connect(port) as (reader, writer):
@@ -350,13 +351,15 @@ async def test_slow_and_idle_clients_are_closed_after_their_timeouts(server: Ser
     body = samples.sample(messages=1, statuses=1, start=10)
     results = await asyncio.gather(silent(), slow_head(), no_body(), kept_alive(),
                                    exchange(port, signed_post(body)))  # fmt: skip
-    quiet, slow, (waited, status), idle, legit = results
+    quiet, slow, (waited, status, after_408), idle, legit = results
     assert legit == (200, b"EVENT_RECEIVED")
     for closed in (quiet, slow, idle):
         assert closed is not None, "still open after 3x the timeout"
         assert 0.9 * timeout <= closed < 2 * timeout
     assert status == 408
     assert 0.9 * timeout <= waited < 2 * timeout
+    assert after_408 is not None
+    assert after_408 < 2 * timeout
 
 
 async def expect_exchange(port: int, head: bytes, body: bytes) -> tuple[bytes, int, bytes]:

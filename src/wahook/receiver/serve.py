@@ -193,6 +193,9 @@ class Server:
             header_timeout=s.header_timeout,
             limit=limit,
             log_seconds=s.connection_log_seconds,
+            # After a 408 or 413, aiohttp reads and drops what the client still sends, so
+            # it can read the answer before the close: 2 s is enough, not aiohttp's 10.
+            lingering_time=min(2.0, s.header_timeout),
             **ReceiverApp.access_logger(),
         )
         runner = web.ServerRunner(guard, shutdown_timeout=s.grace_seconds)
