@@ -127,6 +127,16 @@ class Settings:
     progress_seconds: float = 10.0
     sqs_max_message_bytes: int = 256 * 1024
     gc_threshold: int = 50_000
+    header_timeout: float = 10.0
+    """``wahook serve``: seconds a connection has to send a whole request head."""
+    body_timeout: float = 30.0
+    """``wahook serve``: seconds a request has to send its body once its head is in."""
+    max_connections: int = 0
+    """``wahook serve``: open connections at most; 0 = the file-descriptor limit less room
+    for everything else the process holds."""
+    connection_log_seconds: float = 10.0
+    """``wahook serve``: failed accepts, timeouts and shed connections are logged as one
+    line with counts per this many seconds."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +166,10 @@ class Settings:
             progress_seconds=_float(e, "WAHOOK_PROGRESS_SECONDS", 10.0),
             sqs_max_message_bytes=_int(e, "WAHOOK_SQS_MAX_MESSAGE_BYTES", 256 * 1024),
             gc_threshold=_int(e, "WAHOOK_GC_THRESHOLD", 50_000, low=0),
+            header_timeout=_float(e, "WAHOOK_HEADER_TIMEOUT", 10.0),
+            body_timeout=_float(e, "WAHOOK_BODY_TIMEOUT", 30.0),
+            max_connections=_int(e, "WAHOOK_MAX_CONNECTIONS", 0, low=0),
+            connection_log_seconds=_float(e, "WAHOOK_CONNECTION_LOG_SECONDS", 10.0),
         )
 
     def replace(self, **changes: Any) -> Settings:

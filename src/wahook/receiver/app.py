@@ -5,9 +5,13 @@ Routes: ``/webhook`` (GET handshake, POST notifications), ``/healthz`` (the proc
 else is 404; other methods on ``/webhook`` are 405.
 
 A POST body is read only up to the size limit: a ``Content-Length`` over it is refused
-before reading, and a chunked body is refused as soon as it crosses it. Accepted bodies go
-to a ``Delivery`` — SQS (``SqsDelivery``) or the in-process pipeline
+before reading (and before any ``100 Continue``), and a chunked body is refused as soon as
+it crosses it. A body not in within ``body_timeout`` seconds is answered 408. Accepted
+bodies go to a ``Delivery`` — SQS (``SqsDelivery``) or the in-process pipeline
 (``InProcessDelivery``) — and Meta gets its 200 only once the delivery succeeded.
+
+On stop, ``cut_off(when)`` bounds every request under way: one still reading its body or
+waiting on its delivery at ``when`` is answered 503 (Meta retries it).
 
 The access log leaves out query strings: the handshake carries the verify token there.
 """
@@ -15,19 +19,23 @@ The access log leaves out query strings: the handshake carries the verify token 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from wahook.errors import WahookError
+from wahook.receiver.connections import Phase, count, mark
 from wahook.receiver.core import (
     HEALTH_PATH,
     READY_PATH,
+    UNAVAILABLE,
     WEBHOOK_PATH,
     Accepted,
     Receiver,
@@ -41,6 +49,10 @@ log = logging.getLogger("wahook.receiver")
 access_log = logging.getLogger("wahook.receiver.access")
 
 _READ_CHUNK = 64 * 1024
+_TEXT = {"content-type": "text/plain; charset=utf-8"}
+TOO_SLOW = Response(408, b"request body not received in time", _TEXT)
+INCOMPLETE = Response(400, b"request body incomplete", _TEXT)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class DeliveryError(WahookError):
@@ -150,13 +162,21 @@ class ReceiverApp:
         delivery: Delivery,
         *,
         refresh: Callable[[], Awaitable[bool]] | None = None,
+        body_timeout: float = 30.0,
     ) -> None:
         self.receiver = receiver
         self.delivery = delivery
         self.refresh = refresh
+        self.body_timeout = body_timeout
         self.stopping = False
         self.in_flight = 0
         """Accepted bodies being delivered right now."""
+        self.accepted = 0
+        """Bodies whose signature checked out, since the start."""
+        self.delivered = 0
+        """Accepted bodies delivered (answered 200); the rest were not acknowledged."""
+        self._cut_at: float | None = None
+        self._cuts: set[asyncio.Timeout] = set()
         receiver.ready = self.ready
 
     def ready(self) -> bool:
@@ -165,10 +185,11 @@ class ReceiverApp:
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.receiver.max_body_bytes + 1)
         # Plain routes first (a dict lookup), then everything else, all to the same
-        # handler: the core gives 404 and 405 too.
+        # handler: the core gives 404 and 405 too. ``handle`` answers ``Expect`` itself,
+        # after the size check.
         for path in (WEBHOOK_PATH, HEALTH_PATH, READY_PATH):
-            app.router.add_route("*", path, self.handle)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+            app.router.add_route("*", path, self.handle, expect_handler=_no_continue)
+        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=_no_continue)
         return app
 
     @staticmethod
@@ -176,11 +197,25 @@ class ReceiverApp:
         """Keyword arguments for ``web.AppRunner``: the query-free access log."""
         return {"access_log_class": _AccessLogger, "access_log": access_log}
 
-    async def _read_body(self, request: web.Request) -> bytes | Response:
+    def cut_off(self, when: float) -> None:
+        """From the loop time ``when`` on, answer 503 to whatever is still reading a body
+        or waiting on its delivery (a stop's deadline)."""
+        self._cut_at = when
+        for cut in self._cuts:
+            cut.reschedule(when)
+
+    @contextlib.asynccontextmanager
+    async def _until_cut(self) -> AsyncIterator[None]:
+        async with asyncio.timeout_at(self._cut_at) as cut:
+            self._cuts.add(cut)
+            try:
+                yield
+            finally:
+                self._cuts.discard(cut)
+
+    async def _read_body(self, request: BaseRequest) -> bytes | Response:
         length = request.content_length
         if length is not None:
-            if refused := self.receiver.too_large(length):
-                return refused
             try:
                 return await request.content.readexactly(length)
             except asyncio.IncompleteReadError as exc:
@@ -194,14 +229,57 @@ class ReceiverApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def _read_in_time(self, request: BaseRequest) -> bytes | Response:
+        """The body, or the answer instead: 413 (over the limit, said before any
+        ``100 Continue``), 408 (not in within ``body_timeout``), 503 (cut off by a stop),
+        400 (broken off or malformed)."""
+        length = request.content_length
+        if length is not None and (refused := self.receiver.too_large(length)):
+            return refused
+        limit = asyncio.timeout(self.body_timeout)
+        try:
+            if (
+                request.version == HttpVersion11
+                and request.headers.get("Expect", "").lower() == "100-continue"
+            ):
+                await request.writer.write(_CONTINUE)
+                request.writer.output_size = 0  # the answer proper has not begun
+            async with self._until_cut(), limit:
+                return await self._read_body(request)
+        except TimeoutError:
+            if not limit.expired():
+                return UNAVAILABLE
+            if not count(request, "body_timeouts"):
+                log.info("body_timeout seconds=%g", self.body_timeout)
+            return TOO_SLOW
+        except (OSError, RequestPayloadError):  # the connection was lost or malformed
+            return INCOMPLETE
+        except RuntimeError:  # aiohttp's word for reading a connection we closed (shed)
+            if request.transport is not None:
+                raise
+            return INCOMPLETE
+
+    async def handle(self, request: BaseRequest) -> web.Response:
+        try:
+            return await self._handle(request)
+        finally:
+            # Stopping, the answer closes the connection: it is never idle again, and a
+            # stop closing idle connections must not take it before its answer is out.
+            mark(request, Phase.BUSY if self.stopping else Phase.IDLE)
+
+    def _answer(self, response: Response, *, close: bool = False) -> web.Response:
+        return _to_web(response, close=close or self.stopping)
+
+    async def _handle(self, request: BaseRequest) -> web.Response:
         received_at = time.time()
         body = b""
         if request.method == "POST" and self.receiver.is_webhook(request.path):
-            read = await self._read_body(request)
+            mark(request, Phase.BODY)
+            read = await self._read_in_time(request)
             if isinstance(read, Response):
-                return _to_web(read, close=True)
+                return self._answer(read, close=True)
             body = read
+        mark(request, Phase.BUSY)
         req = Request(request.method, request.path, request.query, request.headers, body,
                       received_at)  # fmt: skip
         decision = self.receiver.handle(req, quiet=self.refresh is not None)
@@ -210,12 +288,22 @@ class ReceiverApp:
             # Judged again even when nothing was reloaded: this answer is the one logged.
             decision = self.receiver.handle(req)
         if isinstance(decision, Response):
-            return _to_web(decision)
+            return self._answer(decision)
+        self.accepted += 1
         self.in_flight += 1
         try:
-            where = await self.delivery(decision)
+            async with self._until_cut():
+                where = await self.delivery(decision)
         except DeliveryError as exc:
-            return _to_web(self.receiver.not_delivered(decision, str(exc)))
+            return self._answer(self.receiver.not_delivered(decision, str(exc)))
+        except TimeoutError:  # cut off by a stop (or a delivery's own unconverted timeout)
+            reason = "stopping: not delivered within the grace period"
+            return self._answer(self.receiver.not_delivered(decision, reason))
         finally:
             self.in_flight -= 1
-        return _to_web(self.receiver.delivered(decision, where))
+        self.delivered += 1
+        return self._answer(self.receiver.delivered(decision, where))
+
+
+async def _no_continue(request: web.Request) -> None:
+    """aiohttp's default sends ``100 Continue`` before the handler runs — before a 413."""

@@ -55,6 +55,24 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument(
         "--grace", type=duration(positive=False), help="seconds to drain on stop (default 20)"
     )
+    serve.add_argument(
+        "--header-timeout",
+        type=duration(),
+        help="seconds a connection has to send a request head (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=duration(),
+        help="seconds a request has to send its body (default 30)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=whole(0),
+        help="open connections at most (default: the fd limit less 192)",
+    )
+    serve.add_argument("--connection-log-seconds", type=duration(),
+                       help="log failed accepts and shed connections as counts, one line "
+                       "per this many seconds (default 10)")  # fmt: skip
     serve.set_defaults(func=run_serve)
 
     post = sub.add_parser(
@@ -98,6 +116,10 @@ def run_serve(args: argparse.Namespace) -> int:
         queue_url=args.queue_url,
         data_dir=args.data_dir,
         grace_seconds=args.grace,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+        connection_log_seconds=args.connection_log_seconds,
     )
     _configure_logging(settings.log_format, settings.log_level)
     from wahook.runtime.tuning import tune_gc

@@ -10,9 +10,17 @@
 With a database at hand (always in-process; with a queue when a DSN is set too), active
 organizations' verify tokens and app secrets are accepted beside the configured ones.
 
-Stopping (SIGTERM, SIGINT) is graceful: readiness turns false, the listener closes,
-requests in flight finish (their bodies are committed or queued), the pipeline drains,
-then the pool and the embedded server stop — all within ``grace_seconds``.
+Stopping (SIGTERM, SIGINT) is graceful and takes ``grace_seconds`` at most (the embedded
+server's own stop aside): readiness turns false, the listener closes, idle connections
+close, requests under way — a body still arriving included — are read, delivered and
+answered; whatever is still under way near the end of the grace is answered 503 (Meta
+retries it), the pipeline gets what is left of the grace to commit, then is cancelled, and
+the pool closes. A last line says how many accepted bodies were stored and how many were
+not (those were never acknowledged, so Meta delivers them again).
+
+Connections are guarded (``connections.GuardedServer``): a header timeout, a body timeout
+(in the app), a connection limit under the file-descriptor limit, and failed accepts
+logged as counts.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,7 +38,9 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from wahook.errors import ConfigError
 from wahook.receiver.app import Delivery, InProcessDelivery, ReceiverApp, SqsDelivery
+from wahook.receiver.connections import GuardedServer
 from wahook.receiver.core import (
     HEALTH_PATH,
     NO_CREDENTIALS,
@@ -45,6 +56,32 @@ log = logging.getLogger("wahook.receiver")
 
 IN_PROCESS_MAX_AGE = 0.05
 """The longest a body waits for its batch in-process (seconds); Meta waits with it."""
+ACCEPT_BACKLOG = 64
+"""The listen backlog, and so how many connections asyncio accepts in one go: each takes a
+descriptor before the server can shed another, and a shed one gives its back a tick later."""
+FD_RESERVE = 2 * ACCEPT_BACKLOG + 64
+"""File descriptors kept free of client connections: two accept bursts (one being shed, one
+coming in), then the pool, the embedded server's pipes, SQS connections, logs, the
+listener, the loop's own."""
+
+
+def connection_limit(configured: int) -> tuple[int, int]:
+    """(the connection limit, the soft file-descriptor limit). ``configured`` 0: the fd
+    limit less ``FD_RESERVE`` (at least 8, at most 10,000)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if configured > 0:
+        return configured, soft
+    if soft == resource.RLIM_INFINITY:
+        return 10_000, soft
+    return max(8, min(10_000, soft - FD_RESERVE)), soft
+
+
+def _check(s: Settings) -> None:
+    for name in ("header_timeout", "body_timeout", "connection_log_seconds", "grace_seconds"):
+        if not getattr(s, name) > 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    if s.max_connections < 0:
+        raise ConfigError("max_connections must be 0 (from the fd limit) or more")
 
 
 def local_secret(data_dir: str | os.PathLike[str], name: str) -> str:
@@ -80,8 +117,16 @@ class Server:
         self.credentials: Credentials = NO_CREDENTIALS
         self.pipeline_task: asyncio.Task[Any] | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
+        self._guard: GuardedServer | None = None
         self._embedded: Any = None
+        self._deadline: float | None = None
+
+    def stop_deadline(self) -> float:
+        """The loop time by which stopping ends: ``grace_seconds`` after it began."""
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + self.settings.grace_seconds
+        return self._deadline
 
     # --- start -----------------------------------------------------------------------
 
@@ -118,6 +163,7 @@ class Server:
 
     async def _start(self) -> None:
         s = self.settings
+        _check(s)
         token, app_secrets = self._configured_secrets()
         if s.queue_url:
             delivery = await self._sqs_delivery()
@@ -133,23 +179,39 @@ class Server:
             credentials=credentials,
             max_body_bytes=s.max_body_bytes,
         )
-        self.app = ReceiverApp(receiver, delivery, refresh=refresh)
-        runner = web.AppRunner(
-            self.app.make_app(),
-            shutdown_timeout=s.grace_seconds,
+        self.app = ReceiverApp(receiver, delivery, refresh=refresh, body_timeout=s.body_timeout)
+        limit, fds = connection_limit(s.max_connections)
+        if limit > fds - FD_RESERVE:
+            log.warning("max_connections_over_fd_limit max_connections=%d fd_limit=%d",
+                        limit, fds)  # fmt: skip
+        self.notes["connections"] = (
+            f"at most {limit} (fd limit {fds}); a request head within {s.header_timeout:g} s, "
+            f"its body within {s.body_timeout:g} s"
+        )
+        guard = GuardedServer(
+            self.app.handle,
+            header_timeout=s.header_timeout,
+            limit=limit,
+            log_seconds=s.connection_log_seconds,
+            # After a 408 or 413, aiohttp reads and drops what the client still sends, so
+            # it can read the answer before the close: 2 s is enough, not aiohttp's 10.
+            lingering_time=min(2.0, s.header_timeout),
             **ReceiverApp.access_logger(),
         )
+        runner = web.ServerRunner(guard, shutdown_timeout=s.grace_seconds)
         await runner.setup()
         self._runner = runner
+        self._guard = guard
+        guard.install()
         self._stack.push_async_callback(self._stop_http)
-        site = web.TCPSite(runner, s.host, s.port)
+        site = web.TCPSite(runner, s.host, s.port, backlog=ACCEPT_BACKLOG)
         await site.start()
         host, port = self._bound(runner, s)
         self.url = f"http://{host}:{port}{WEBHOOK_PATH}"
         self._banner(host, port)
 
     @staticmethod
-    def _bound(runner: web.AppRunner, s: Settings) -> tuple[str, int]:
+    def _bound(runner: web.BaseRunner, s: Settings) -> tuple[str, int]:
         for address in runner.addresses:
             if isinstance(address, tuple):
                 host = address[0]
@@ -210,7 +272,16 @@ class Server:
 
         s = self.settings
         pool = await asyncpg.create_pool(dsn, min_size=s.pool_min, max_size=s.pool_max)
-        self._stack.push_async_callback(pool.close)
+
+        async def close() -> None:
+            # A pool whose server is unreachable may wait on its connections: bounded.
+            left = self.stop_deadline() - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(pool.close(), max(0.1, left))
+            except TimeoutError:
+                pool.terminate()
+
+        self._stack.push_async_callback(close)
         return pool
 
     async def _pipeline_delivery(self, dsn: str) -> Delivery:
@@ -224,20 +295,24 @@ class Server:
         # Meta waits for each answer while its body waits for its batch: cap the batch age.
         batching = s.replace(batch_max_age=min(s.batch_max_age, IN_PROCESS_MAX_AGE))
         pipeline = Pipeline.from_settings(source, PostgresSink(self._pg_pool), batching)
-        stop = asyncio.Event()
-        task = asyncio.create_task(pipeline.run(stop), name="wahook-serve-pipeline")
+        task = asyncio.create_task(pipeline.run(), name="wahook-serve-pipeline")
         self.pipeline_task = task
 
         async def drain() -> None:
+            # No more bodies: the pipeline commits what it holds and ends, within what is
+            # left of the grace less a moment for the pool; then it is cancelled, and what
+            # it had not committed was answered 503 (or will be, by the pipeline's source).
             source.close()
-            try:
-                try:
-                    await asyncio.wait_for(asyncio.shield(task), s.grace_seconds)
-                except TimeoutError:
-                    stop.set()
-                    await task
-            except Exception:  # already ended on its own: say why, and go on stopping
-                log.exception("pipeline_failed")
+            loop = asyncio.get_running_loop()
+            until = self.stop_deadline() - min(0.5, 0.1 * s.grace_seconds)
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, until - loop.time()))
+            if not done:
+                log.warning("pipeline_cut_off grace=%g", s.grace_seconds)
+                task.cancel()
+                await asyncio.wait({task}, timeout=max(0.1, self.stop_deadline() - loop.time()))
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                # It ended on its own: say why, and go on stopping.
+                log.error("pipeline_failed error=%r", exc, exc_info=exc)
 
         self._stack.push_async_callback(drain)
         self.notes["delivery"] = (
@@ -279,13 +354,52 @@ class Server:
     # --- stop ------------------------------------------------------------------------
 
     async def _stop_http(self) -> None:
-        if self.app is not None:
-            self.app.stopping = True
-            log.info("serve_stopping in_flight=%d", self.app.in_flight)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        """No new connections; idle ones closed; requests under way read, delivered and
+        answered — until 2 s (a quarter of a short grace) before the deadline, when what
+        is left is answered 503 and closed."""
+        loop = asyncio.get_running_loop()
+        deadline = self.stop_deadline()
+        app, runner, guard = self.app, self._runner, self._guard
+        if app is not None:
+            app.stopping = True
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()
+        if app is not None and guard is not None:
+            under_way = guard.close_idle()
+            log.info("serve_stopping in_flight=%d requests=%d", app.in_flight, under_way)
+            answer_by = deadline - min(2.0, 0.25 * self.settings.grace_seconds)
+            if self.pipeline_task is not None and self.pipeline_task.done():
+                answer_by = loop.time()  # nothing will be stored: say so at once
+            if not await guard.wait_closed(answer_by):
+                app.cut_off(loop.time())
+                # A moment for the 503s to go out, then close whatever is left.
+                await guard.wait_closed(min(loop.time() + 0.5, max(loop.time() + 0.1, deadline)))
+                guard.close_all()
+            guard.uninstall()
+        await runner.cleanup()
+
+    def final_line(self, seconds: float) -> str:
+        """What was accepted, stored (or queued) and not, for the last line printed."""
+        app = self.app
+        accepted, delivered = (app.accepted, app.delivered) if app is not None else (0, 0)
+        word = "queued" if self.settings.queue_url else "stored"
+        log.info("serve_stopped accepted=%d %s=%d not_%s=%d seconds=%.1f",
+                 accepted, word, delivered, word, accepted - delivered, seconds)  # fmt: skip
+        line = (
+            f"wahook serve: stopped in {seconds:.1f} s; bodies accepted: {accepted}, "
+            f"{word}: {delivered}, not {word}: {accepted - delivered}"
+        )
+        if accepted > delivered:
+            line += (
+                " (answered 503 or cut off unanswered: never acknowledged, so Meta sends "
+                "them again)"
+            )
+        return line
 
     async def __aexit__(self, *exc: object) -> None:
+        self.stop_deadline()
         await self._stack.aclose()
 
 
@@ -295,6 +409,7 @@ async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
 
     stop = asyncio.Event()
     status = 0
+    loop = asyncio.get_running_loop()
     with stop_on_signals(stop):
         async with Server(settings, out=out) as server:
             waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
@@ -310,5 +425,7 @@ async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
                 status = 1
             else:
                 print("wahook serve: stopping, storing what was accepted ...",
-                      file=out or sys.stdout)  # fmt: skip
+                      file=out or sys.stdout, flush=True)  # fmt: skip
+            began = loop.time()
+        print(server.final_line(loop.time() - began), file=out or sys.stdout, flush=True)
     return status
