@@ -17,6 +17,7 @@ _COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("wahook.receiver.commands", "add_commands"),
     ("wahook.runtime.commands", "add_commands"),
     ("wahook.sinks.commands", "add_commands"),
+    ("wahook.ops.commands", "add_commands"),
 )
 
 EPILOG = """\

@@ -60,8 +60,10 @@ def test_flag_beats_wahook_variable_beats_aws_variable() -> None:
     assert aws_endpoint_url(flagged.aws_endpoint_url, LOCAL) == "http://127.0.0.1:3"
 
 
-@given(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), st.sampled_from(
-    [".amazonaws.com", ".amazonaws.com.cn", ".api.aws"]))  # fmt: skip
+@given(
+    st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
+    st.sampled_from([".amazonaws.com", ".amazonaws.com.cn", ".api.aws"]),
+)
 def test_every_aws_host_keeps_botocore_endpoint(label: str, suffix: str) -> None:
     assert aws_endpoint_url(None, f"https://{label}{suffix}/123/q") is None
 
@@ -72,8 +74,9 @@ def test_placeholder_credentials_only_for_loopback_without_credentials() -> None
     assert "aws_access_key_id" not in aws_client_args(
         "us-east-1", "http://127.0.0.1:5000", env={"AWS_ACCESS_KEY_ID": "x"}
     )
-    assert "aws_access_key_id" not in aws_client_args("us-east-1", "http://127.0.0.1:5000",
-                                                      env={"AWS_PROFILE": "dev"})  # fmt: skip
+    assert "aws_access_key_id" not in aws_client_args(
+        "us-east-1", "http://127.0.0.1:5000", env={"AWS_PROFILE": "dev"}
+    )
     assert "aws_access_key_id" not in aws_client_args("eu-west-1", None, env={})
     assert "aws_access_key_id" not in aws_client_args("eu-west-1", "http://10.0.0.5:4566", env={})
     assert is_loopback_url("http://[::1]:5000")

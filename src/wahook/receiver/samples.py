@@ -13,6 +13,12 @@ DISPLAY_PHONE_NUMBER = "15550783881"
 SENDER = "16505551234"
 EMOJI_TEXT = "Olá 👋 café ☕ — مرحبا 😀"
 
+# Reserved for test traffic (`wahook check`, `wahook send-test` by default): no organization
+# may be created with these ids, so their events never land in a tenant's tables; they are
+# quarantined as test traffic instead. Meta never issues an id of zeros.
+TEST_PHONE_NUMBER_ID = "000000000000000"
+TEST_WABA_ID = "000000000000000"
+
 
 def text_message(i: int, *, sender: str = SENDER, text: str = EMOJI_TEXT) -> dict[str, Any]:
     return {

@@ -1,0 +1,208 @@
+"""`wahook queue status` and `wahook queue redrive` against moto's server (SQS, CloudWatch)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import botocore.session
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.ops.helpers import cli_env, run
+from tests.plugins.sqs import REGION, queue_counts
+
+
+@pytest.fixture
+def cloudwatch(sqs_endpoint: str) -> Any:
+    client = botocore.session.get_session().create_client(
+        "cloudwatch", region_name=REGION, endpoint_url=sqs_endpoint
+    )
+    yield client
+    client.close()
+
+
+def dlq_of(sqs_client: Any, url: str) -> str:
+    policy = json.loads(
+        sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
+    name = policy["deadLetterTargetArn"].rsplit(":", 1)[1]
+    return str(sqs_client.get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def test_status_reports_depths_and_cloudwatch_age(
+    sqs_client: Any, sqs_queue: Callable[..., str], cloudwatch: Any
+) -> None:
+    url = sqs_queue(max_receive=5)
+    dlq = dlq_of(sqs_client, url)
+    for i in range(3):
+        sqs_client.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    sqs_client.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)
+    sqs_client.send_message(QueueUrl=dlq, MessageBody="dead")
+    name = url.rsplit("/", 1)[1]
+    now = dt.datetime.now(dt.UTC)
+    cloudwatch.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Value": v,
+                "Unit": "Seconds",
+                "Timestamp": now - dt.timedelta(minutes=m),
+                "Dimensions": [{"Name": "QueueName", "Value": name}],
+            }
+            for v, m in ((40.0, 5), (725.0, 1))
+        ],
+    )
+    env = cli_env()  # the sqs fixture's placeholder credentials, no endpoint setting
+    out = run("queue", "status", "--queue-url", url, "--json", env=env)
+    assert out.returncode == 1, out.stderr  # the dead-letter queue holds a message
+    status = json.loads(out.stdout)
+    assert status["queue"] == {
+        "url": url,
+        "visible": 2,
+        "in_flight": 1,
+        "delayed": 1,
+        "oldest_age": 725.0,
+    }
+    assert status["dead_letter"]["url"] == dlq
+    assert status["dead_letter"]["visible"] == 1
+    assert status["dead_letter"]["oldest_age"] is None
+    assert status["max_receive_count"] == 5
+    assert status["problems"] == ["1 messages in the dead-letter queue"]
+    # Status never receives: nothing became in flight, no receive count moved.
+    assert queue_counts(sqs_client, url) == (2, 1)
+    assert queue_counts(sqs_client, dlq) == (1, 0)
+
+    text = run("queue", "status", "--queue-url", url, env=env)
+    assert "oldest message     725 s" in text.stdout
+    assert "unhealthy: 1 messages in the dead-letter queue" in text.stdout
+
+
+def test_status_healthy_then_too_old(sqs_queue: Callable[..., str], cloudwatch: Any) -> None:
+    url = sqs_queue(max_receive=5)
+    env = cli_env()
+    assert run("queue", "status", "--queue-url", url, env=env).returncode == 0
+    cloudwatch.put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Value": 301.0,
+                "Dimensions": [{"Name": "QueueName", "Value": url.rsplit("/", 1)[1]}],
+            }
+        ],
+    )
+    out = run("queue", "status", "--queue-url", url, "--max-age", "300", env=env)
+    assert out.returncode == 1
+    assert "oldest message 301 s old (> 300 s)" in out.stdout
+
+
+def test_status_exit_codes_for_usage_and_unreachable(sqs_endpoint: str) -> None:
+    env = cli_env()
+    missing = run("queue", "status", env=env)
+    assert missing.returncode == 2
+    assert "--queue-url" in missing.stderr
+    no_queue = run("queue", "status", "--queue-url", f"{sqs_endpoint}/123456789012/nope", env=env)
+    assert no_queue.returncode == 3
+    assert "Traceback" not in no_queue.stderr
+    assert no_queue.stderr.count("\n") == 1
+
+
+ATTRIBUTE = st.one_of(
+    st.builds(
+        lambda v: {"DataType": "String", "StringValue": v},
+        st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=20
+        ),
+    ),
+    st.builds(
+        lambda v: {"DataType": "Number", "StringValue": str(v)}, st.integers(-(10**9), 10**9)
+    ),
+    st.builds(
+        lambda v: {"DataType": "Binary", "BinaryValue": v}, st.binary(min_size=1, max_size=20)
+    ),
+)
+NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True).filter(
+    lambda n: not n.startswith(("aws", "amazon"))
+)
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.dictionaries(NAMES, ATTRIBUTE, max_size=6), min_size=1, max_size=14))
+def test_redrive_copies_bodies_and_every_attribute(
+    sqs_client: Any, sqs_queue: Callable[..., str], messages: list[dict[str, Any]]
+) -> None:
+    url = sqs_queue(max_receive=5)
+    dlq = dlq_of(sqs_client, url)
+    sent = []
+    for i, attributes in enumerate(messages):
+        body = f'{{"n": {i}}}'
+        sqs_client.send_message(
+            QueueUrl=dlq,
+            MessageBody=body,
+            **({"MessageAttributes": attributes} if attributes else {}),
+        )
+        sent.append((body, attributes))
+    env = cli_env()
+    dry = run("queue", "redrive", "--queue-url", url, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would move {len(messages)} messages" in dry.stdout
+    assert queue_counts(sqs_client, dlq) == (len(messages), 0)  # a dry run receives nothing
+
+    out = run("queue", "redrive", "--queue-url", url, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"redrive: {len(messages)} messages moved" in out.stdout
+    assert "moved" in out.stderr  # progress
+    assert queue_counts(sqs_client, dlq) == (0, 0)
+    got = []
+    while True:
+        r = sqs_client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        if not r.get("Messages"):
+            break
+        for m in r["Messages"]:
+            attrs = {
+                k: {f: v for f, v in a.items() if v not in ([], None)}
+                for k, a in m.get("MessageAttributes", {}).items()
+            }
+            got.append((m["Body"], attrs))
+            sqs_client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert sorted(got, key=repr) == sorted(sent, key=repr)
+
+
+def test_redrive_limit_and_refused_copies_stay(
+    sqs_client: Any, sqs_queue: Callable[..., str]
+) -> None:
+    url = sqs_queue(max_receive=5)
+    dlq = dlq_of(sqs_client, url)
+    for i in range(25):
+        sqs_client.send_message(QueueUrl=dlq, MessageBody=f"small {i}")
+    env = cli_env()
+    out = run("queue", "redrive", "--queue-url", url, "--limit", "12", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "redrive: 12 messages moved" in out.stdout
+    assert queue_counts(sqs_client, url) == (12, 0)
+    assert queue_counts(sqs_client, dlq) == (13, 0)
+
+    # A source queue that refuses the copies: the originals stay, visible, and the exit
+    # status says so.
+    sqs_client.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": "1024"})
+    big = sqs_queue(max_receive=5)
+    big_dlq = dlq_of(sqs_client, big)
+    sqs_client.send_message(QueueUrl=big_dlq, MessageBody="x" * 2000)
+    refused = run("queue", "redrive", "--queue-url", url, "--dlq-url", big_dlq, env=env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "0 messages moved" in refused.stdout
+    assert "1 refused" in refused.stdout
+    assert "shorter than 1024 bytes" in refused.stdout
+    assert queue_counts(sqs_client, big_dlq) == (1, 0)
