@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +42,7 @@ def cli_env(*, aws: bool = True, **extra: str) -> dict[str, str]:
 
 
 def secrets_env(**extra: str) -> dict[str, str]:
-    return cli_env(WEBHOOK_VERIFY_TOKEN=VERIFY_TOKEN, WEBHOOK_SECRET=APP_SECRET, **extra)
+    return cli_env(**{"WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN, "WEBHOOK_SECRET": APP_SECRET, **extra})
 
 
 def run(
@@ -99,3 +101,10 @@ def serving(workdir: Path, *args: str, env: dict[str, str]) -> Iterator[str]:
     with background(argv, env, cwd=workdir) as proc:
         read_until(proc, "  stop with")
         yield f"http://127.0.0.1:{port}/webhook"
+
+
+def dlq_of(sqs_client: Any, url: str) -> str:
+    """The dead-letter queue URL of ``url``'s redrive policy."""
+    attrs = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
+    name = json.loads(attrs["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"].rsplit(":", 1)[1]
+    return str(sqs_client.get_queue_url(QueueName=name)["QueueUrl"])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.ops.helpers import cli_env, run
+from tests.ops.helpers import cli_env, dlq_of, run
 from tests.plugins.sqs import REGION, queue_counts
 
 
@@ -23,16 +23,6 @@ def cloudwatch(sqs_endpoint: str) -> Any:
     )
     yield client
     client.close()
-
-
-def dlq_of(sqs_client: Any, url: str) -> str:
-    policy = json.loads(
-        sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])[
-            "Attributes"
-        ]["RedrivePolicy"]
-    )
-    name = policy["deadLetterTargetArn"].rsplit(":", 1)[1]
-    return str(sqs_client.get_queue_url(QueueName=name)["QueueUrl"])
 
 
 def test_status_reports_depths_and_cloudwatch_age(
