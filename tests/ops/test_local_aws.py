@@ -110,3 +110,32 @@ async def test_dev_aws_then_the_help_examples_store_rows(db_dsn: str, pool: Any)
             assert '"visible": 0' in status.stdout
         moto.send_signal(signal.SIGINT)
         assert moto.wait(timeout=30) == 0
+
+
+async def test_explicit_endpoint_wins_over_an_aws_queue_url(
+    sqs_endpoint: str, sqs_client: Any, sqs_queue: Any
+) -> None:
+    """An AWS-host queue URL keeps botocore's regional endpoint unless one is given: the flag
+    (or WAHOOK_AWS_ENDPOINT_URL, then AWS_ENDPOINT_URL) sends it to moto instead."""
+    name = sqs_queue().rsplit("/", 1)[1]
+    aws_url = f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}"
+    workdir = Path(tempfile.mkdtemp(prefix="wahook-endpoint-"))
+    secrets = {"WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN, "WEBHOOK_SECRET": APP_SECRET}
+    for flag, extra in (
+        (["--endpoint-url", sqs_endpoint], {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}),
+        ([], {"WAHOOK_AWS_ENDPOINT_URL": sqs_endpoint, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}),
+        ([], {"AWS_ENDPOINT_URL": sqs_endpoint}),
+    ):
+        env = {**cli_env(), **secrets, **extra}
+        port = free_port()
+        argv = [WAHOOK, "serve", "--queue-url", aws_url, "--port", str(port), *flag]
+        with background(argv, env, cwd=workdir) as server:
+            read_until(server, "  stop with")
+            url = f"http://127.0.0.1:{port}/webhook"
+            post = run("post", "--sample", "--url", url, env=env)
+            assert post.stdout.startswith("200 EVENT_RECEIVED"), (extra, post.stdout)
+    attrs = sqs_client.get_queue_attributes(
+        QueueUrl=f"{sqs_endpoint}/123456789012/{name}",
+        AttributeNames=["ApproximateNumberOfMessages"],
+    )
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "3"
