@@ -108,7 +108,7 @@ async def test_check_passes_and_the_sample_is_quarantined_as_test_traffic(
     assert f"FAIL  organization   {samples.PHONE_NUMBER_ID} missing" in out.stdout
     assert "--    unrouted       items wait for an organization" in out.stdout
     assert f"{samples.PHONE_NUMBER_ID}/{samples.WABA_ID}: 2" in out.stdout
-    assert "fix: `wahook org add --phone-number-id ID" in out.stdout
+    assert "fix: `wahook org add --name NAME --phone-number-id ID" in out.stdout
     await add_org(pool, samples.PHONE_NUMBER_ID, samples.WABA_ID)
     out = run(
         "check",

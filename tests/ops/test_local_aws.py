@@ -139,3 +139,30 @@ async def test_explicit_endpoint_wins_over_an_aws_queue_url(
         AttributeNames=["ApproximateNumberOfMessages"],
     )
     assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "3"
+
+
+def test_dev_aws_stops_on_ctrl_c_even_started_in_the_background() -> None:
+    """A shell starts background jobs with SIGINT ignored; `dev aws` still stops on it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [WAHOOK, "dev", "aws", "--port", str(port)],
+        env=cli_env(aws=False),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        read_until(proc, "stop with Ctrl-C", timeout=60)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_dev_aws_refuses_a_non_loopback_address() -> None:
+    out = run("dev", "aws", "--host", "0.0.0.0", env=cli_env(aws=False))
+    assert out.returncode == 2
+    assert "not a loopback address" in out.stderr

@@ -103,7 +103,7 @@ ISSUES = {
     "organization_not_found": Issue(
         "organization not found",
         "webhooks arrive for a phone number id / WABA id that no organization has",
-        "`wahook org add --phone-number-id ID --waba-id WABA ...`: the waiting items are "
+        "`wahook org add --name NAME --phone-number-id ID --waba-id WABA`: the waiting items are "
         "then applied",
     ),
 }

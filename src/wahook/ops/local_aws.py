@@ -100,14 +100,15 @@ def run(host: str, port: int, dsn: str | None, print_line: Any) -> None:
 
     server, endpoint = start_moto(host, port)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both handled here: a shell starts background jobs with SIGINT ignored.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
     try:
         for line in banner(create_queues(endpoint), dsn):
             print_line(line)
         while not stop.wait(3600):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.stop()
