@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from wahook.ops import http, rows
@@ -210,7 +211,9 @@ def http_steps(plan: CheckPlan) -> tuple[list[Step], str | None]:
     return steps, None
 
 
-async def database_steps(plan: CheckPlan, wamid: str | None) -> list[Step]:
+async def database_steps(
+    plan: CheckPlan, wamid: str | None, progress: Callable[[str], None]
+) -> list[Step]:
     import asyncpg
 
     assert plan.dsn is not None
@@ -232,6 +235,7 @@ async def database_steps(plan: CheckPlan, wamid: str | None) -> list[Step]:
                 )
             )
         if wamid is not None:
+            progress(f"waiting up to {plan.wait:g} s for the sample's row ...")
             start = time.perf_counter()
             found = await rows.wait_for_rows(conn, [wamid], plan.wait)
             seconds = time.perf_counter() - start
@@ -311,10 +315,12 @@ async def queue_steps(settings: Settings, plan: CheckPlan) -> list[Step]:
     return [Step("queue", True, detail, seconds)]
 
 
-async def run_check(settings: Settings, plan: CheckPlan) -> list[Step]:
+async def run_check(
+    settings: Settings, plan: CheckPlan, progress: Callable[[str], None] = lambda _: None
+) -> list[Step]:
     steps, wamid = await asyncio.to_thread(http_steps, plan)
     if plan.dsn:
-        steps += await database_steps(plan, wamid)
+        steps += await database_steps(plan, wamid, progress)
     else:
         steps.append(
             Step(

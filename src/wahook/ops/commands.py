@@ -42,6 +42,7 @@ depth, age of the oldest message).
 The sample comes from the reserved test phone number id 000000000000000: it is stored in
 the quarantine as test traffic, never in an organization's tables.
 {EXIT_CODES}
+For check, an endpoint, database or queue that cannot be reached is a finding: status 1.
 """
 
 SEND_TEST_EPILOG = f"""\
@@ -292,7 +293,11 @@ def _run(
     from wahook.ops.output import app_secret, verify_token
 
     try:
-        settings = _settings(args, queue_url=getattr(args, "queue_url", None))
+        settings = _settings(
+            args,
+            queue_url=getattr(args, "queue_url", None),
+            dead_letter_queue_url=getattr(args, "dlq_url", None),
+        )
     except WahookError as exc:
         print(f"wahook {name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -328,16 +333,14 @@ def check_command(args: argparse.Namespace) -> int:
             settings,
             args.url,
             dsn=settings.dsn,
-            queue_url=args.queue_url or None,
-            dlq_url=args.dlq_url,
+            queue_url=settings.queue_url,
+            dlq_url=settings.dead_letter_queue_url,
             phone_number_id=args.phone_number_id,
             wait=args.wait,
             max_age=args.max_age,
             timeout=args.timeout,
         )
-        # A queue URL from the environment is used too, like every other command.
-        plan.queue_url = plan.queue_url or settings.queue_url
-        return report(await run_check(settings, plan), printer, args.url)
+        return report(await run_check(settings, plan, printer.progress), printer, args.url)
 
     return _run("check", args, body)
 
@@ -413,7 +416,8 @@ def queue_status_command(args: argparse.Namespace) -> int:
     from wahook.ops.queue import format_status, queue_status
 
     async def body(settings: Any, printer: Printer) -> int:
-        status = await queue_status(settings, _need_queue(settings, "queue status"), args.dlq_url)
+        queue_url = _need_queue(settings, "queue status")
+        status = await queue_status(settings, queue_url, settings.dead_letter_queue_url)
         problems = status.problems(args.max_age)
         if args.json:
             printer.line(json.dumps({**status.as_dict(), "problems": problems}))
@@ -443,7 +447,7 @@ def redrive_command(args: argparse.Namespace) -> int:
         result = await redrive(
             settings,
             queue_url,
-            args.dlq_url,
+            settings.dead_letter_queue_url,
             limit=args.limit,
             dry_run=args.dry_run,
             progress=progress,

@@ -167,11 +167,12 @@ def _copy(message: dict[str, Any], index: int, fifo: bool) -> dict[str, Any]:
     }
     if attributes:
         entry["MessageAttributes"] = attributes
-    system = message.get("Attributes") or {}
     if fifo:
-        entry["MessageGroupId"] = system["MessageGroupId"]
-        if "MessageDeduplicationId" in system:
-            entry["MessageDeduplicationId"] = system["MessageDeduplicationId"]
+        entry["MessageGroupId"] = message["Attributes"]["MessageGroupId"]
+        # Not the original deduplication id: a message that failed within SQS's 5-minute
+        # window would be "accepted" as a duplicate and dropped, then deleted here. One per
+        # dead-letter message instead, so a redrive repeated after a failed delete dedupes.
+        entry["MessageDeduplicationId"] = f"redrive-{message['MessageId']}"
     return entry
 
 
@@ -213,7 +214,7 @@ async def redrive(
                 WaitTimeSeconds=1,
                 VisibilityTimeout=RECEIVE_VISIBILITY,
                 MessageAttributeNames=["All"],
-                AttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+                AttributeNames=["MessageGroupId"],
             )
             messages = received.get("Messages", [])
             if not messages:
