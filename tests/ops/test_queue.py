@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from tests.ops.helpers import cli_env, dlq_of, run
 from tests.plugins.sqs import REGION, queue_counts
+from wahook.ops.queue import redrive
+from wahook.settings import Settings
 
 
 @pytest.fixture
@@ -124,8 +127,9 @@ NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True).filter(
 )
 
 
+@pytest.mark.slow
 @settings(
-    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(st.dictionaries(NAMES, ATTRIBUTE, max_size=6), min_size=1, max_size=14))
 def test_redrive_copies_bodies_and_every_attribute(
@@ -142,16 +146,17 @@ def test_redrive_copies_bodies_and_every_attribute(
             **({"MessageAttributes": attributes} if attributes else {}),
         )
         sent.append((body, attributes))
-    env = cli_env()
-    dry = run("queue", "redrive", "--queue-url", url, "--dry-run", env=env)
-    assert dry.returncode == 0, dry.stderr
-    assert f"would move {len(messages)} messages" in dry.stdout
+    # In-process (the CLI's statuses and output are tested below): fast enough for examples.
+    config = Settings(queue_url=url)  # a moto queue URL names its own endpoint
+    dry = asyncio.run(redrive(config, url, dry_run=True))
+    assert dry.would_move == len(messages)
     assert queue_counts(sqs_client, dlq) == (len(messages), 0)  # a dry run receives nothing
 
-    out = run("queue", "redrive", "--queue-url", url, env=env)
-    assert out.returncode == 0, out.stderr
-    assert f"redrive: {len(messages)} messages moved" in out.stdout
-    assert "moved" in out.stderr  # progress
+    seen: list[int] = []
+    done = asyncio.run(redrive(config, url, progress=lambda r: seen.append(r.moved)))
+    assert (done.moved, done.failed) == (len(messages), 0)
+    assert seen[-1] == len(messages)
+    assert seen == sorted(seen)
     assert queue_counts(sqs_client, dlq) == (0, 0)
     got = []
     while True:
@@ -178,9 +183,13 @@ def test_redrive_limit_and_refused_copies_stay(
     for i in range(25):
         sqs_client.send_message(QueueUrl=dlq, MessageBody=f"small {i}")
     env = cli_env()
+    dry = run("queue", "redrive", "--queue-url", url, "--dry-run", "--limit", "20", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: would move 20 messages" in dry.stdout
     out = run("queue", "redrive", "--queue-url", url, "--limit", "12", env=env)
     assert out.returncode == 0, out.stderr
     assert "redrive: 12 messages moved" in out.stdout
+    assert "redrive: 10 moved, 0 refused" in out.stderr  # progress, one line a batch
     assert queue_counts(sqs_client, url) == (12, 0)
     assert queue_counts(sqs_client, dlq) == (13, 0)
 

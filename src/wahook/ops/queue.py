@@ -158,6 +158,13 @@ class RedriveResult:
     reason: str | None = None  # why the source queue refused copies, if it did
 
 
+async def _visible(sqs: Any, url: str) -> int:
+    attrs = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attrs["Attributes"].get("ApproximateNumberOfMessages", 0))
+
+
 def _copy(message: dict[str, Any], index: int, fifo: bool) -> dict[str, Any]:
     """A ``SendMessageBatch`` entry carrying the message's body and every attribute."""
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
@@ -196,17 +203,12 @@ async def redrive(
             if dlq_url is None:
                 raise LookupError(f"{queue_url} has no redrive policy: give --dlq-url")
         if dry_run:
-            attrs = (
-                await sqs.get_queue_attributes(
-                    QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
-                )
-            )["Attributes"]
-            n = int(attrs.get("ApproximateNumberOfMessages", 0))
+            n = await _visible(sqs, dlq_url)
             result.would_move = n if limit is None else min(n, limit)
             return result
         fifo = queue_url.endswith(".fifo")
         empty_receives = 0
-        while (limit is None or result.moved + result.failed < limit) and empty_receives < 2:
+        while (limit is None or result.moved + result.failed < limit) and empty_receives < 3:
             want = 10 if limit is None else min(10, limit - result.moved - result.failed)
             received = await sqs.receive_message(
                 QueueUrl=dlq_url,
@@ -218,7 +220,11 @@ async def redrive(
             )
             messages = received.get("Messages", [])
             if not messages:
+                # A long poll can come back empty while messages remain (SQS samples its
+                # servers): ask the queue before giving up.
                 empty_receives += 1
+                if await _visible(sqs, dlq_url) == 0:
+                    break
                 continue
             empty_receives = 0
             try:
