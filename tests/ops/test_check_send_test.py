@@ -145,6 +145,7 @@ async def test_check_diagnoses_from_the_url_alone(server: str, workdir: Path) ->
     wrong_path = run("check", server.replace("/webhook", "/hook"), env=secrets_env())
     assert wrong_path.returncode == 1
     assert "wrong path" in wrong_path.stdout
+    assert "unsigned POST" not in wrong_path.stdout  # one diagnosis, not three
 
     nobody = f"http://127.0.0.1:{free_port()}/webhook"
     down = run("check", nobody, env=secrets_env())

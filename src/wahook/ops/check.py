@@ -166,8 +166,8 @@ def http_steps(plan: CheckPlan) -> tuple[list[Step], str | None]:
     else:
         detail = answer.error or f"{answer.status} {answer.body[:80]}"
         steps.append(Step("handshake", False, detail, answer.seconds, _http_issue(answer.status)))
-        if answer.status is None:
-            return steps, None  # nothing answers: the POSTs would say the same
+        if answer.status in (None, 404, 405):
+            return steps, None  # nothing or something else answers: the POSTs would too
 
     body, wamid = sample_body()
     answer = http.post(plan.url, body, None, plan.timeout)
