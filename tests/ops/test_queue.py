@@ -97,8 +97,17 @@ def test_status_healthy_then_too_old(sqs_queue: Callable[..., str], cloudwatch: 
     assert "oldest message 301 s old (> 300 s)" in out.stdout
 
 
-def test_status_exit_codes_for_usage_and_unreachable(sqs_endpoint: str) -> None:
+def test_status_exit_codes_for_usage_and_unreachable(
+    sqs_endpoint: str, sqs_queue: Callable[..., str]
+) -> None:
     env = cli_env()
+    plain = sqs_queue()  # no redrive policy
+    status = run("queue", "status", "--queue-url", plain, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "dead-letter queue: none (the queue has no redrive policy" in status.stdout
+    redrive = run("queue", "redrive", "--queue-url", plain, env=env)
+    assert redrive.returncode == 2
+    assert "has no redrive policy: give --dlq-url" in redrive.stderr
     missing = run("queue", "status", env=env)
     assert missing.returncode == 2
     assert "--queue-url" in missing.stderr

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from wahook.errors import ConfigError
 from wahook.ops import http, rows
 from wahook.ops.output import EXIT_OK, EXIT_UNHEALTHY, Printer
 from wahook.receiver import samples
@@ -365,7 +366,7 @@ def plan_from(settings: Settings, url: str, **options: Any) -> CheckPlan:
 
     token, secret = verify_token(settings), app_secret(settings)
     if not token or not secret:
-        raise LookupError(
+        raise ConfigError(
             "set WEBHOOK_VERIFY_TOKEN and WEBHOOK_SECRET to the deployment's verify token and "
             "app secret (or run in the directory of a local `wahook serve`)"
         )

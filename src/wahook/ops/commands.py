@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from wahook.errors import WahookError
+from wahook.errors import ConfigError, WahookError
 from wahook.ops.output import (
     EXIT_CODES,
     EXIT_OK,
@@ -141,7 +141,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         formatter_class=fmt,
     )
     check.add_argument("url", metavar="URL", help="the webhook URL, ending in /webhook")
-    check.add_argument("--dsn", help="PostgreSQL DSN: see the sample stored (default: none)")
+    check.add_argument("--dsn", help="PostgreSQL DSN: see the sample stored (default: WAHOOK_DSN)")
     check.add_argument(
         "--phone-number-id", metavar="ID", help="your organization's id: check it is active"
     )
@@ -184,7 +184,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     send.add_argument(
         "--waba-id", metavar="ID", help="default: BUSINESS_ACCOUNT_ID, else the reserved test id"
     )
-    send.add_argument("--dsn", help="PostgreSQL DSN: wait for and print the rows")
+    send.add_argument("--dsn", help="wait for and print the rows (default: WAHOOK_DSN)")
     send.add_argument(
         "--wait",
         type=float,
@@ -306,8 +306,8 @@ def _run(
     printer = Printer(mask)
     try:
         return asyncio.run(body(settings, printer))
-    except LookupError as exc:
-        printer.error(f"wahook {name}: {exc.args[0] if exc.args else exc}")
+    except ConfigError as exc:
+        printer.error(f"wahook {name}: {exc}")
         return EXIT_USAGE
     except Exception as exc:
         if is_aws_error(exc):
@@ -321,7 +321,7 @@ def _run(
 
 def _need_queue(settings: Any, name: str) -> str:
     if not settings.queue_url:
-        raise LookupError(f"give --queue-url (or set WAHOOK_QUEUE_URL) for `wahook {name}`")
+        raise ConfigError(f"give --queue-url (or set WAHOOK_QUEUE_URL) for `wahook {name}`")
     return str(settings.queue_url)
 
 
@@ -355,7 +355,7 @@ def send_test_command(args: argparse.Namespace) -> int:
         if args.kind == "verification":
             token = verify_token(settings)
             if not token:
-                raise LookupError("set WEBHOOK_VERIFY_TOKEN to the deployment's verify token")
+                raise ConfigError("set WEBHOOK_VERIFY_TOKEN to the deployment's verify token")
             answer, challenge = await asyncio.to_thread(
                 http.handshake, args.url, token, args.timeout
             )
@@ -367,7 +367,7 @@ def send_test_command(args: argparse.Namespace) -> int:
             return EXIT_OK if ok else EXIT_UNHEALTHY
         secret = app_secret(settings)
         if not secret:
-            raise LookupError("set WEBHOOK_SECRET to the deployment's app secret")
+            raise ConfigError("set WEBHOOK_SECRET to the deployment's app secret")
         phone = args.phone_number_id or os.environ.get("PHONE_NUMBER_ID")
         waba = args.waba_id or os.environ.get("BUSINESS_ACCOUNT_ID")
         builder = Builder(phone or samples.TEST_PHONE_NUMBER_ID, waba or samples.TEST_WABA_ID)

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from wahook.errors import ConfigError
 from wahook.ops.aws import client, describe, queue_name
 from wahook.settings import Settings
 
@@ -201,7 +202,7 @@ async def redrive(
         if dlq_url is None:
             dlq_url, _ = await dead_letter_url(sqs, queue_url)
             if dlq_url is None:
-                raise LookupError(f"{queue_url} has no redrive policy: give --dlq-url")
+                raise ConfigError(f"{queue_url} has no redrive policy: give --dlq-url")
         if dry_run:
             n = await _visible(sqs, dlq_url)
             result.would_move = n if limit is None else min(n, limit)
