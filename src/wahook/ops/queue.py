@@ -67,9 +67,8 @@ class QueueStatus:
 
 async def dead_letter_url(sqs: Any, queue_url: str) -> tuple[str | None, int | None]:
     """The dead-letter queue URL and maxReceiveCount from ``queue_url``'s redrive policy."""
-    attrs = (await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]))[
-        "Attributes"
-    ]
+    response = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    attrs = response.get("Attributes", {})  # absent altogether when the queue has no policy
     if "RedrivePolicy" not in attrs:
         return None, None
     policy = json.loads(attrs["RedrivePolicy"])
@@ -89,7 +88,7 @@ async def _figures(sqs: Any, cloudwatch: Any, url: str, now: dt.datetime) -> Que
                 "ApproximateNumberOfMessagesDelayed",
             ],
         )
-    )["Attributes"]
+    ).get("Attributes", {})
     stats = await cloudwatch.get_metric_statistics(
         Namespace="AWS/SQS",
         MetricName="ApproximateAgeOfOldestMessage",
@@ -163,7 +162,7 @@ async def _visible(sqs: Any, url: str) -> int:
     attrs = await sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
     )
-    return int(attrs["Attributes"].get("ApproximateNumberOfMessages", 0))
+    return int(attrs.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
 
 
 def _copy(message: dict[str, Any], index: int, fifo: bool) -> dict[str, Any]:
