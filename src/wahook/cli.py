@@ -18,6 +18,7 @@ _COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("wahook.runtime.commands", "add_commands"),
     ("wahook.sinks.commands", "add_commands"),
     ("wahook.deploy.commands", "add_commands"),
+    ("wahook.ops.commands", "add_commands"),
 )
 
 EPILOG = """\

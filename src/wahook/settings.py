@@ -7,11 +7,12 @@ The original two-Lambda deployment's variable names are accepted (``DB_HOST`` ..
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from wahook.errors import ConfigError
 
@@ -97,6 +98,55 @@ def dsn_from_env(env: Mapping[str, str]) -> str | None:
     port = _port(env, "DB_PORT", 5432)
     name = quote(env.get("DB_NAME", "whatsapp_db"), safe="")
     return f"postgresql://{auth}@{host}:{port}/{name}"
+
+
+AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+
+
+def aws_endpoint_url(configured: str | None, queue_url: str | None = None) -> str | None:
+    """The endpoint every wahook AWS client (SQS, CloudWatch, Logs) is made with.
+
+    ``configured`` wins: ``Settings.aws_endpoint_url``, i.e. ``--endpoint-url``, else
+    ``WAHOOK_AWS_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL``. Otherwise a queue URL whose host
+    is not an AWS host (``http://127.0.0.1:5000/123456789012/wahook``, moto, LocalStack ...)
+    names its own endpoint, ``scheme://host:port``: botocore would ignore that host and go
+    to the regional AWS endpoint. ``None``: botocore's regional endpoint."""
+    if configured:
+        return configured
+    if not queue_url:
+        return None
+    parts = urlsplit(queue_url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not parts.scheme or not host:
+        return None
+    if any(host.endswith(suffix) or host == suffix[1:] for suffix in AWS_HOST_SUFFIXES):
+        return None
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """True for ``http://127.0.0.1:5000``, ``http://localhost``, ``http://[::1]`` ..."""
+    host = (urlsplit(url).hostname or "") if url else ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def aws_client_args(
+    region: str, endpoint_url: str | None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for ``create_client``: region and endpoint, and, for a loopback
+    endpoint (moto, LocalStack) with no credentials in the environment, placeholder ones,
+    so botocore never goes looking for credentials at the instance metadata address."""
+    e = os.environ if env is None else env
+    args: dict[str, Any] = {"region_name": region, "endpoint_url": endpoint_url}
+    if is_loopback_url(endpoint_url) and not (e.get("AWS_ACCESS_KEY_ID") or e.get("AWS_PROFILE")):
+        args["aws_access_key_id"] = "local"
+        args["aws_secret_access_key"] = "local"  # any is accepted
+    return args
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -51,6 +51,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument("--port", type=PORT, help="port to listen on (default 8080)")
     serve.add_argument("--dsn", help="PostgreSQL DSN (default: WAHOOK_DSN, else embedded)")
     serve.add_argument("--queue-url", help="forward to this SQS queue instead of storing")
+    serve.add_argument(
+        "--endpoint-url",
+        help="SQS endpoint (default: WAHOOK_AWS_ENDPOINT_URL, AWS_ENDPOINT_URL, else a "
+        "non-AWS queue URL's own host)",
+    )
     serve.add_argument("--data-dir", help="where local data lives (default .wahook)")
     serve.add_argument(
         "--grace", type=duration(positive=False), help="seconds to drain on stop (default 20)"
@@ -114,6 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         dsn=args.dsn,
         queue_url=args.queue_url,
+        aws_endpoint_url=args.endpoint_url,
         data_dir=args.data_dir,
         grace_seconds=args.grace,
         header_timeout=args.header_timeout,

@@ -27,7 +27,7 @@ import botocore.session
 
 from wahook.receiver.core import Accepted, Receiver, Request, Response
 from wahook.receiver.forward import ForwardError, Planner, SyncForwarder
-from wahook.settings import Settings
+from wahook.settings import Settings, aws_client_args, aws_endpoint_url
 
 if TYPE_CHECKING:
     from wahook.receiver.credentials import OrgCredentials
@@ -45,8 +45,9 @@ def sqs_client(settings: Settings) -> Any:
     session = botocore.session.get_session()
     return session.create_client(
         "sqs",
-        region_name=settings.aws_region,
-        endpoint_url=settings.aws_endpoint_url,
+        **aws_client_args(
+            settings.aws_region, aws_endpoint_url(settings.aws_endpoint_url, settings.queue_url)
+        ),
         config=CLIENT_CONFIG,
     )
 

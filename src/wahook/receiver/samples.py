@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# The ids of test traffic (`wahook check`, `wahook send-test` by default), re-exported: no
+# organization may have them, and the sink quarantines their items as test traffic.
+from wahook.reserved import TEST_PHONE_NUMBER_ID as TEST_PHONE_NUMBER_ID
+from wahook.reserved import TEST_WABA_ID as TEST_WABA_ID
+
 WABA_ID = "102290129340398"
 PHONE_NUMBER_ID = "106540352242922"
 DISPLAY_PHONE_NUMBER = "15550783881"

@@ -50,7 +50,7 @@ from wahook.receiver.core import (
     Receiver,
 )
 from wahook.receiver.forward import AsyncForwarder, Planner
-from wahook.settings import Settings
+from wahook.settings import Settings, aws_client_args, aws_endpoint_url
 
 log = logging.getLogger("wahook.receiver")
 
@@ -227,8 +227,7 @@ class Server:
         client = await self._stack.enter_async_context(
             get_session().create_client(
                 "sqs",
-                region_name=s.aws_region,
-                endpoint_url=s.aws_endpoint_url,
+                **aws_client_args(s.aws_region, aws_endpoint_url(s.aws_endpoint_url, s.queue_url)),
                 # Meta waits for the answer: fail fast (503, Meta retries), never hang.
                 config=AioConfig(
                     connect_timeout=2,

@@ -75,10 +75,16 @@ class SqsSource(BaseSource):
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
 
+            from wahook.settings import aws_client_args, aws_endpoint_url
+
             config = AioConfig(max_pool_connections=self.concurrency + 2 * MAX_PER_CALL)
             self.client = await self._stack.enter_async_context(
                 get_session().create_client(
-                    "sqs", region_name=self.region, endpoint_url=self.endpoint_url, config=config
+                    "sqs",
+                    **aws_client_args(
+                        self.region, aws_endpoint_url(self.endpoint_url, self.queue_url)
+                    ),
+                    config=config,
                 )
             )
         response = await self.client.get_queue_attributes(
