@@ -87,7 +87,7 @@ async def test_check_passes_and_the_sample_is_quarantined_as_test_traffic(
         wamid,
     )
     assert [tuple(r) for r in rows] == [
-        ("tenant", samples.TEST_PHONE_NUMBER_ID, samples.TEST_WABA_ID)
+        ("test", samples.TEST_PHONE_NUMBER_ID, samples.TEST_WABA_ID)
     ]
     for table in ("messages", "incoming_messages"):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0
@@ -269,7 +269,8 @@ async def test_send_test_defaults_to_the_reserved_test_id(server: str, db_dsn: s
     assert out.returncode == 0, out.stdout + out.stderr
     assert "quarantine: 3 rows" in out.stdout
     assert f"phone_number_id={samples.TEST_PHONE_NUMBER_ID}" in out.stdout
-    assert "webhook_events: 3 rows" in out.stdout
+    # Test traffic is held apart: not even an audit row.
+    assert "webhook_events: 3 rows" not in out.stdout
 
     refused = run(
         "send-test", server, "--kind", "incoming", env=secrets_env(WEBHOOK_SECRET="x" * 8)
