@@ -26,10 +26,14 @@ from wahook.testing import (
 HUGE_INT = "9" * 131_073
 # Numbers the decoder accepts in a key it ignores and jsonb refuses (131,072 digits before
 # the point, 16,383 after, exponents up to 2^30).
-UNHOLDABLE = ["1.0e131073", "1e-16384", HUGE_INT, "-0.0001e131076", "0e-16384", "1e1073741824"]
+# The last: 16,384 digits after the point with a 4-digit exponent (rows.unholdable reads
+# items that long whole).
+UNHOLDABLE = ["1.0e131073", "1e-16384", HUGE_INT, "-0.0001e131076", "0e-16384", "1e1073741824",
+              "0." + "1" * 6385 + "e-9999"]  # fmt: skip
 # Their neighbours, which jsonb holds.
 HOLDABLE = ["1e131071", "1e-16383", HUGE_INT[1:], "-0.0001e131075", "0e999999", "1.5e-16382",
-            "0.000e-16380", "1E+00005", "12", "-0.5", "1e0000000000000000005"]  # fmt: skip
+            "0.000e-16380", "1E+00005", "12", "-0.5", "1e0000000000000000005",
+            "0." + "1" * 6384 + "e-9999"]  # fmt: skip
 _MARK = '"@NUMBER@"'
 
 
@@ -161,3 +165,32 @@ async def test_through_the_pipeline(pool: asyncpg.Pool) -> None:
     (q,) = await pool.fetch("SELECT kind, reason, raw FROM quarantine")
     assert (q["kind"], q["reason"]) == ("problem", rows.UNHOLDABLE_NUMBER)
     assert HUGE_INT.encode() in bytes(q["raw"])
+
+
+async def test_a_transient_failure_while_isolating_fails_the_record(pool: asyncpg.Pool) -> None:
+    """Isolating takes several transactions; if one fails for a transient reason the
+    record is reported failed (and transient), so the source redelivers it: the parts
+    already stored then apply again as duplicates."""
+    await _org(pool)
+    # Rows are written sorted by wamid: the whole record hits the permanent refusal first.
+    await pool.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.whatsapp_message_id = 'wamid.a-poison' THEN
+                RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+            ELSIF NEW.whatsapp_message_id = 'wamid.z-flaky' THEN
+                RAISE EXCEPTION 'try again' USING ERRCODE = 'serialization_failure';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON messages
+        FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    items = [status(w, "sent", 100) for w in ("wamid.ok", "wamid.a-poison", "wamid.z-flaky")]
+    rec = record(notification(statuses=items), id="sqs-1")
+    result = await PostgresSink(pool, retries=1, backoff=0.001).write([rec])
+    assert list(result.failed) == ["sqs-1"]
+    assert result.failed["sqs-1"].startswith("transient: ")
+    assert result.transient
+    assert result.poisoned == {}
+    assert await pool.fetchval("SELECT count(*) FROM quarantine") == 0
