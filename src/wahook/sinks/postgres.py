@@ -159,6 +159,21 @@ def _least(a: T | None, b: T | None) -> T | None:
     return a if a <= b else b  # type: ignore[operator]
 
 
+def _wins(ckey: bytes, raw: bytes, old: list[Any]) -> bool:
+    """Whether an item takes the audit row ``old`` of its dedup key: the least content key
+    does, except that an item PostgreSQL cannot hold always takes it (so the write fails,
+    and bisection quarantines the item; merged away, it would leave no trace). Only
+    items whose dedup key is met again with other bytes are checked."""
+    if ckey == old[11]:
+        return False
+    if rows.unholdable(raw):
+        return True
+    stored: bytes = old[10] if old[10] is not None else old[9].encode()  # its bytes
+    if rows.unholdable(stored):
+        return False
+    return bool(ckey < old[11])
+
+
 def _context(ev: Event) -> str:
     """What replay needs besides the item bytes to rebuild a quarantined event."""
     ctx: dict[str, Any] = {"kind": ev.kind, "path": ev.path}
@@ -286,7 +301,7 @@ class _Prepared:
             self.events[dkey] = [org, cfield, ev.kind, name, wamid, name, cwaba, cpnid, ts,
                                  payload, raw_col, ckey, dkey, src, recv]  # fmt: skip
         else:
-            if ckey < old[11]:
+            if _wins(ckey, raw, old):
                 old[3], old[8], old[9], old[10], old[11] = name, ts, payload, raw_col, ckey
             old[13] = _least(old[13], src)
             old[14] = _least(old[14], recv)
@@ -370,7 +385,7 @@ class _Prepared:
                                  text(ev.waba_id), text(ev.phone_number_id), ts, payload, raw,
                                  ckey, dkey, item.source_id, item.received_at]  # fmt: skip
         else:
-            if ckey < old[11]:
+            if _wins(ckey, ev.raw, old):
                 old[3], old[8], old[9], old[10], old[11] = (
                     rows.clean_text(ev.type),
                     ts,
