@@ -194,3 +194,24 @@ async def test_cli_org_add_applies_what_waited_in_quarantine(
     assert "Late Co" in out
     assert "777000" in out
     assert "s3cret-value" not in out
+
+
+async def test_empty_recipients_become_absent(pool: asyncpg.Pool) -> None:
+    """0006: "" stored by earlier versions as a phone number or user id becomes NULL;
+    other values stay."""
+    org = await pool.fetchval("INSERT INTO organizations (name) VALUES ('o') RETURNING id")
+    await pool.executemany(
+        "INSERT INTO messages (organization_id, whatsapp_message_id, direction, phone_number,"
+        " user_id) VALUES ($1, $2, 'outbound', $3, $4)",
+        [(org, "w1", "", "US.1"), (org, "w2", "3161", ""), (org, "w3", None, None)],
+    )
+    (text,) = [body for version, _, body in sql.migrations() if version == 6]
+    await pool.execute(text)
+    got = await pool.fetch(
+        "SELECT whatsapp_message_id, phone_number, user_id FROM messages ORDER BY 1"
+    )
+    assert [tuple(r) for r in got] == [
+        ("w1", None, "US.1"),
+        ("w2", "3161", None),
+        ("w3", None, None),
+    ]

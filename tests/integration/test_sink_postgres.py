@@ -334,7 +334,11 @@ async def test_lossless_nul_surrogates_and_long_numbers(pool: asyncpg.Pool) -> N
     ) == str(big)
 
 
-async def test_a_poisonous_record_is_isolated(pool: asyncpg.Pool) -> None:
+async def test_a_poisonous_item_is_isolated(pool: asyncpg.Pool) -> None:
+    """A batch PostgreSQL refuses is bisected down to the record, then down to the item:
+    the refused item is a problem with its raw bytes, its sibling and the other records
+    are stored, and every record is committed (a record without raw bytes too: the item
+    keeps its own)."""
     await _org(pool)
     # A real database-side failure for one wamid: a trigger that refuses it.
     await pool.execute("""
@@ -351,17 +355,56 @@ async def test_a_poisonous_record_is_isolated(pool: asyncpg.Pool) -> None:
     records = [
         record(notification(statuses=[status(f"wamid.{i}", "sent")]), id=f"r{i}") for i in range(7)
     ]
-    poison_body = notification(statuses=[status("wamid.poison", "sent")])
-    records.insert(3, record(poison_body, id="poison"))
-    no_bytes = Record("poison-no-bytes", record(poison_body).events, (), b"")
+    poison_body = notification(
+        statuses=[status("wamid.sibling", "sent"), status("wamid.poison", "sent")]
+    )
+    poison = record(poison_body, id="poison")
+    records.insert(3, poison)
+    no_bytes = Record("poison-no-bytes", poison.events[1:], (), b"")
     result = await PostgresSink(pool).write([*records, no_bytes])
+    assert result.failed == {}
+    assert result.poisoned == {}
+    assert not result.transient
+    assert (result.applied, result.quarantined) == (8, 2)
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 8
+    (q,) = await pool.fetch("SELECT * FROM quarantine")
+    assert q["kind"] == "problem"
+    assert q["reason"] == "PostgreSQL refused this item: CheckViolationError: refused"
+    assert bytes(q["raw"]) == poison.events[1].raw
+    assert q["source_message_id"] == "poison"
+
+
+async def test_a_record_whose_problems_are_refused_is_quarantined_whole(
+    pool: asyncpg.Pool,
+) -> None:
+    """Only when its problems alone cannot be stored is a record set aside whole: with
+    its raw bytes as a ``poison`` row, or, without them, reported failed."""
+    await _org(pool)
+    await pool.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.kind = 'problem' THEN
+                RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON quarantine
+        FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    good = [record(notification(statuses=[status(f"wamid.{i}", "sent")])) for i in range(3)]
+    body = notification(statuses=[{"id": "wamid.bad", "status": 1}, status("wamid.x", "read")])
+    poison = record(body, id="poison")
+    assert len(poison.problems) == 1
+    no_bytes = Record("poison-no-bytes", poison.events, poison.problems, b"")
+    result = await PostgresSink(pool).write([*good, poison, no_bytes])
     assert set(result.poisoned) == {"poison"}
     assert "refused" in result.poisoned["poison"]
     assert set(result.failed) == {"poison-no-bytes"}
     assert not result.transient
-    assert await pool.fetchval("SELECT count(*) FROM messages") == 7
+    # Its events were stored on the way (a redelivery applies them again, as duplicates).
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 4
     q = await pool.fetchrow("SELECT * FROM quarantine WHERE kind = 'poison'")
-    assert bytes(q["raw"]) == poison_body
+    assert bytes(q["raw"]) == body
     assert q["source_message_id"] == "poison"
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -32,6 +33,7 @@ from wahook.sinks.postgres import (
 )
 from wahook.sinks.rows import content_key
 from wahook.testing import (
+    CUSTOMER,
     PHONE_NUMBER_ID,
     WABA_ID,
     MemorySink,
@@ -52,18 +54,30 @@ CONVERSATION = [{"id": "conv-a", "origin": {"type": "marketing"}}, {"id": "conv-
 ERRORS = [[{"code": 131026, "title": "undeliverable"}], [{"code": 131047, "title": "window"}]]
 
 
+# Recipients and senders: "" (a user known by user id only) counts as absent.
+PHONES = [CUSTOMER, "16505550000", ""]
+USER_IDS = [None, "US.1", "US.2", ""]
+
+
 @st.composite
 def status_bodies(draw: st.DrawFn) -> bytes:
     name = draw(st.sampled_from(["sent", "delivered", "read", "played", "failed", "deleted"]))
     extra: dict[str, Any] = {}
+    if (uid := draw(st.sampled_from(USER_IDS))) is not None:
+        extra["recipient_user_id"] = uid
     if draw(st.booleans()):
         extra["pricing"] = draw(st.sampled_from(PRICING))
     if draw(st.booleans()):
         extra["conversation"] = draw(st.sampled_from(CONVERSATION))
     if name == "failed":
         extra["errors"] = draw(st.sampled_from(ERRORS))
+    # Statuses of IN[0] too: one wamid both a status id and an incoming message id.
     item = status(
-        draw(st.sampled_from(OUT)), name, draw(st.sampled_from([100, 200, 300, None])), **extra
+        draw(st.sampled_from([*OUT, IN[0]])),
+        name,
+        draw(st.sampled_from([100, 200, 300, None])),
+        recipient=draw(st.sampled_from(PHONES)),
+        **extra,
     )
     pnid = draw(st.sampled_from([PHONE_NUMBER_ID, PHONE_NUMBER_ID, PHONE_NUMBER_ID, "999"]))
     return notification(statuses=[item], phone_number_id=pnid)
@@ -71,13 +85,39 @@ def status_bodies(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def message_bodies(draw: st.DrawFn) -> bytes:
+    extra: dict[str, Any] = {}
+    if (uid := draw(st.sampled_from(USER_IDS))) is not None:
+        extra["from_user_id"] = uid
     item = text_message(
         draw(st.sampled_from(IN)),
         draw(st.sampled_from(["yes", "no", "stop\x00"])),
         draw(st.sampled_from([400, 500, None])),
+        sender=draw(st.sampled_from(PHONES)),
         reply_to=draw(st.sampled_from([None, *OUT])),
+        **extra,
     )
     return notification(messages=[item])
+
+
+# Numbers in a key nobody reads: jsonb cannot hold the first three, holds the others.
+NUMBERS = ["1.0e131073", "1e-16384", "9" * 131_073, "1e-16383", "0e999999", "-0.5e-16382"]
+_MARK = "@NUMBER@"
+
+
+@st.composite
+def number_bodies(draw: st.DrawFn) -> bytes:
+    """A status or message carrying an extreme number beside a plain status; one holdable
+    and one unholdable item often share a dedup key (and a batch)."""
+    literal = draw(st.sampled_from(NUMBERS))
+    wamid = draw(st.sampled_from(["wamid.huge1", "wamid.huge2"]))
+    if draw(st.booleans()):
+        item = status(wamid, draw(st.sampled_from(["sent", "read"])), 100, x=_MARK)
+        items = {"statuses": [status("wamid.out1", "sent", 100), item]}
+    else:
+        items = {"messages": [text_message(wamid, "big", 400, x=_MARK)]}
+        items["statuses"] = [status("wamid.out2", "delivered", 200)]
+    body = notification(**items).decode("ascii")
+    return body.replace(f'"{_MARK}"', literal).encode("ascii")
 
 
 @st.composite
@@ -94,7 +134,9 @@ def other_bodies(draw: st.DrawFn) -> bytes:
     return notification(statuses=[bad, status("wamid.out1", "sent", 100)])
 
 
-bodies = st.one_of(status_bodies(), status_bodies(), message_bodies(), other_bodies())
+bodies = st.one_of(
+    status_bodies(), status_bodies(), message_bodies(), other_bodies(), number_bodies()
+)
 
 
 @st.composite
@@ -431,3 +473,44 @@ async def test_concurrent_versions_of_one_inbound_message_forget_every_old_reply
     got = await dump_tables(pool)
     assert got["incoming_messages"] == want["incoming_messages"]
     assert got["campaign_audience"] == want["campaign_audience"]
+
+
+async def test_one_wamid_as_status_incoming_and_sent_gives_one_row_in_every_order(
+    pool: asyncpg.Pool,
+) -> None:
+    """Statuses (one to a user known by user id only), an incoming message and the
+    sender's record, all with one wamid, in all 24 orders (a wamid of its own per order):
+    the same messages row every time, and the reference model's; the incoming sender's
+    phone and user id, "" never stored."""
+    await _seed(pool)
+
+    def ops(w: str) -> list[Any]:
+        by_user_id = status(w, "read", 300, recipient="", recipient_user_id="US.0")
+        incoming = text_message(w, "hi", 200, sender="16505559999", from_user_id="US.9")
+        return [
+            record(notification(statuses=[status(w, "sent", 100, recipient="16505550000")])),
+            record(notification(statuses=[by_user_id])),
+            record(notification(messages=[incoming])),
+            Outbound(1, w, "16505550001", campaign_id=1),
+        ]
+
+    sink = PostgresSink(pool)
+    orders = list(itertools.permutations(range(4)))
+    for n, order in enumerate(orders):
+        todo = ops(f"wamid.both{n}")
+        await _run(sink, pool, [todo[i] for i in order], [1])
+    got = await pool.fetch("SELECT * FROM messages ORDER BY whatsapp_message_id")
+    assert len(got) == len(orders)
+    # Besides ids and times, the keys: hashes of items that name their own wamid.
+    skip = {"id", "created_at", "updated_at", "whatsapp_message_id", "content_key", "status_key"}
+    first = {k: v for k, v in got[0].items() if k not in skip}
+    assert (first["phone_number"], first["user_id"]) == ("16505559999", "US.9")
+    for row in got[1:]:
+        assert {k: v for k, v in row.items() if k not in skip} == first
+    want = (await _model(ops("wamid.both0"))).dump()["messages"]
+    have = [
+        r
+        for r in (await dump_tables(pool))["messages"]
+        if r["whatsapp_message_id"] == "wamid.both0"
+    ]
+    assert have == want

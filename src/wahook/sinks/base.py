@@ -49,7 +49,9 @@ class WriteResult:
     quarantined: int = 0
     duplicates: int = 0
     # Records that failed for a reason retrying cannot fix, stored whole in the quarantine
-    # (so committed, not in ``failed``): record id -> reason.
+    # (so committed, not in ``failed``): record id -> reason. A record of which the sink
+    # refused only some items is not one: those items are quarantined as problems with
+    # their own bytes (counted in ``quarantined``), the rest stored, the record committed.
     poisoned: dict[str, str] = dataclasses.field(default_factory=dict)
     # True when some of ``failed`` failed for a transient reason (database down, timeouts):
     # worth redelivering later.

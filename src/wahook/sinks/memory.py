@@ -4,6 +4,10 @@ It applies one event at a time with the plainest form of each rule, and derives 
 PostgreSQL keeps in sync eagerly (audience status and replies, reply campaign links) when
 it is dumped. ``dump()`` returns the same shape as ``wahook.testing.dump_tables`` reads
 from PostgreSQL, so a test can demand that both hold exactly the same rows.
+
+It has no jsonb, so nothing it is given fails; an event PostgreSQL cannot hold (a number
+beyond jsonb's range, ``rows.unholdable``) it turns into the problem PostgresSink makes of
+it when PostgreSQL refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ def _least(a: Any, b: Any) -> Any:
     if b is None:
         return a
     return min(a, b)
+
+
+def _refused(ev: Event) -> Problem:
+    """An event PostgreSQL cannot hold, as the problem PostgresSink makes of it."""
+    return Problem(ev.path, rows.UNHOLDABLE_NUMBER, ev.raw, ev.field, ev.waba_id,
+                   ev.phone_number_id)  # fmt: skip
 
 
 def _json(text: str | None) -> Any:
@@ -148,6 +158,9 @@ class MemorySink:
         if not verdict.any and (org is None or not verdict.allows(org)):
             self._refuse(ev, org, dkey, ckey, source, received, verdict)
             return False, True
+        if rows.unholdable(ev.raw):  # PostgresSink finds these by bisection
+            self.add_problem(_refused(ev), source, received)
+            return False, True
         payload, raw = rows.jsonb_text(ev.raw)
         if isinstance(ev, StatusEvent):
             wamid, status, at = ev.status.id, ev.status.status, ev.timestamp
@@ -248,10 +261,15 @@ class MemorySink:
         name = rows.clean_text(s.status) or ""
         skey = rows.status_key(name, ev.timestamp, ckey)
         facts = rows.status_facts(s)
-        row["phone_number"] = _least(row["phone_number"], rows.clean_text(s.recipient_id))
-        row["user_id"] = _least(row["user_id"], rows.clean_text(s.recipient_user_id))
+        # Recipient and user id count while no incoming message of the wamid is stored
+        # (then its sender's win); "" is absent (README, Storing).
+        if row["content_key"] is None:
+            row["phone_number"] = _least(
+                row["phone_number"], rows.clean_text(s.recipient_id) or None
+            )
+            row["user_id"] = _least(row["user_id"], rows.clean_text(s.recipient_user_id) or None)
         row["biz_opaque_callback_data"] = _least(
-            row["biz_opaque_callback_data"], rows.clean_text(s.biz_opaque_callback_data)
+            row["biz_opaque_callback_data"], rows.clean_text(s.biz_opaque_callback_data) or None
         )
         if row["status_key"] is None or skey > row["status_key"]:
             row.update(message_status=name, status_rank=rows.status_rank(name),
@@ -278,7 +296,7 @@ class MemorySink:
         row = self._message_row(org, wamid)
         if row["content_key"] is None or ckey < row["content_key"]:
             row.update(direction="inbound", phone_number=f["from_phone_number"] or None,
-                       user_id=f["from_user_id"], message_type=f["message_type"],
+                       user_id=f["from_user_id"] or None, message_type=f["message_type"],
                        content=f["content"], message_at=f["sent_at"], content_key=ckey)  # fmt: skip
         old = self.incoming.get((org, wamid))
         if old is None or ckey < old["content_key"]:
@@ -297,7 +315,8 @@ class MemorySink:
         for o in items:
             row = self._message_row(o.organization_id, o.wamid)
             row["campaign_id"] = row["campaign_id"] or o.campaign_id
-            row["phone_number"] = _least(row["phone_number"], o.recipient)
+            if row["content_key"] is None:  # as for statuses
+                row["phone_number"] = _least(row["phone_number"], o.recipient or None)
             for k, v in (("message_type", o.message_type), ("content", o.content),
                          ("template_name", o.template_name)):  # fmt: skip
                 if row[k] is None:

@@ -179,6 +179,21 @@ def _least(a: T | None, b: T | None) -> T | None:
     return a if a <= b else b  # type: ignore[operator]
 
 
+def _wins(ckey: bytes, raw: bytes, old: list[Any]) -> bool:
+    """Whether an item takes the audit row ``old`` of its dedup key: the least content key
+    does, except that an item PostgreSQL cannot hold always takes it (so the write fails,
+    and bisection quarantines the item; merged away, it would leave no trace). Only
+    items whose dedup key is met again with other bytes are checked."""
+    if ckey == old[11]:
+        return False
+    if rows.unholdable(raw):
+        return True
+    stored: bytes = old[10] if old[10] is not None else old[9].encode()  # its bytes
+    if rows.unholdable(stored):
+        return False
+    return bool(ckey < old[11])
+
+
 def _context(ev: Event) -> str:
     """What replay needs besides the item bytes to rebuild a quarantined event."""
     ctx: dict[str, Any] = {"kind": ev.kind, "path": ev.path}
@@ -323,7 +338,7 @@ class _Prepared:
             self.events[dkey] = [org, cfield, ev.kind, name, wamid, name, cwaba, cpnid, ts,
                                  payload, raw_col, ckey, dkey, src, recv]  # fmt: skip
         else:
-            if ckey < old[11]:
+            if _wins(ckey, raw, old):
                 old[3], old[8], old[9], old[10], old[11] = name, ts, payload, raw_col, ckey
             old[13] = _least(old[13], src)
             old[14] = _least(old[14], recv)
@@ -333,13 +348,14 @@ class _Prepared:
             row = self.statuses[(org, wamid)] = [org, wamid, *_ST_BLANK]
         skey = prefix + (ts if ts is not None else 0).to_bytes(8, "big") + ckey
         clean = rows.clean_text
-        # Recipient, user id, opaque data: each keeps the least cleaned value seen.
+        # Recipient, user id, opaque data: each keeps the least cleaned value seen ("" is
+        # absent, as None).
         for v, col in (
             (s.recipient_id, _ST_PHONE),
             (s.recipient_user_id, _ST_USER),
             (s.biz_opaque_callback_data, _ST_OPAQUE),
         ):
-            if v is not None:
+            if v:
                 row[col] = _least(row[col], clean(v))
         if ts is not None and tindex >= 0:
             cur = row[tindex]
@@ -420,7 +436,7 @@ class _Prepared:
                                  text(ev.waba_id), text(ev.phone_number_id), ts, payload, raw,
                                  ckey, dkey, item.source_id, item.received_at]  # fmt: skip
         else:
-            if ckey < old[11]:
+            if _wins(ckey, ev.raw, old):
                 old[3], old[8], old[9], old[10], old[11] = (
                     rows.clean_text(ev.type),
                     ts,
@@ -649,10 +665,8 @@ class PostgresSink:
                 delay *= 2
 
     async def _write_part(self, records: list[Record], result: WriteResult) -> None:
-        items = [Item(r.id, r.received_at, r.events, r.problems, r.verdict) for r in records]
-        router = self.router
         try:
-            done = await self._retrying(lambda conn: apply_items(conn, items, router))
+            done = await self._apply(records)
         except TransientError as exc:
             result.transient = True
             for r in records:
@@ -664,11 +678,71 @@ class PostgresSink:
                 await self._write_part(records[:mid], result)
                 await self._write_part(records[mid:], result)
             else:
-                await self._poison(records[0], str(exc), result)
+                await self._isolate(records[0], exc, result)
             return
         result.applied += done.applied
         result.quarantined += done.quarantined
         result.duplicates += done.duplicates
+
+    async def _apply(self, records: Sequence[Record]) -> _Applied:
+        """Write ``records`` in one transaction (retrying transient failures)."""
+        items = [Item(r.id, r.received_at, r.events, r.problems, r.verdict) for r in records]
+        router = self.router
+        return await self._retrying(lambda conn: apply_items(conn, items, router))
+
+    async def _isolate(self, record: Record, exc: PermanentError, result: WriteResult) -> None:
+        """A record PostgreSQL refuses for a permanent reason: find the events it refuses.
+
+        The events are bisected, each part a transaction of its own, until the parts that
+        fail are single events; each becomes a ``problem`` with its raw bytes and the
+        reason, and every other event is stored. The record counts as committed once the
+        problems are (a transient failure on the way reports it failed: redelivered, its
+        stored parts apply again as duplicates). Only when its problems alone are refused
+        is the record quarantined whole (``_poison``), or, without ``quarantine_poison``,
+        reported failed with nothing set aside."""
+        if not (self.quarantine_poison and record.events):
+            await self._poison(record, str(exc), result)
+            return
+        done = _Applied()
+        refused: list[Problem] = []
+        try:
+            await self._bisect(record, record.events, done, refused)
+            if record.problems or refused:
+                rest = dataclasses.replace(record, events=(), problems=[*record.problems, *refused])
+                quarantined = (await self._apply([rest])).quarantined
+            else:
+                quarantined = 0
+        except TransientError as failure:
+            result.transient = True
+            result.failed[record.id] = f"transient: {failure}"
+            return
+        except PermanentError as failure:
+            await self._poison(record, str(failure), result)
+            return
+        result.applied += done.applied
+        result.quarantined += done.quarantined + quarantined
+        result.duplicates += done.duplicates
+
+    async def _bisect(
+        self, record: Record, events: Sequence[Event], done: _Applied, refused: list[Problem]
+    ) -> None:
+        """Write the halves of ``events`` (known to fail together), bisecting a half that
+        fails again; a single event that fails goes to ``refused``."""
+        mid = len(events) // 2
+        for part in (events[:mid], events[mid:]):
+            if not part:
+                continue
+            try:
+                applied = await self._apply([dataclasses.replace(record, events=part, problems=())])
+            except PermanentError as exc:
+                if len(part) > 1:
+                    await self._bisect(record, part, done, refused)
+                else:
+                    refused.append(_refused(part[0], exc))
+                continue
+            done.applied += applied.applied
+            done.quarantined += applied.quarantined
+            done.duplicates += applied.duplicates
 
     async def _poison(self, record: Record, reason: str, result: WriteResult) -> None:
         if not (self.quarantine_poison and record.raw):
@@ -700,6 +774,16 @@ class PostgresSink:
         return await replay_quarantine(
             self.pool, router=self.router, chunk=chunk, unverified=unverified
         )
+
+
+def _refused(ev: Event, exc: PermanentError) -> Problem:
+    """The problem an event PostgreSQL refuses becomes: where it was, why, its bytes."""
+    cause = exc.__cause__
+    if getattr(cause, "sqlstate", None) == "22003":  # numeric value out of range
+        reason = rows.UNHOLDABLE_NUMBER  # as the reference model words it
+    else:
+        reason = f"PostgreSQL refused this item: {exc}"
+    return Problem(ev.path, reason, ev.raw, ev.field, ev.waba_id, ev.phone_number_id)
 
 
 # --- quarantine replay ----------------------------------------------------------------------

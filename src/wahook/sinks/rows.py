@@ -16,6 +16,7 @@ Merge rules (they make the stored state a function of the *set* of events seen):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -165,11 +166,76 @@ def json_text(obj: Any) -> str | None:
     try:
         data = _ENCODER.encode(obj)
     except UnicodeEncodeError:  # a lone surrogate somewhere inside
-        import json
-
         data = json.dumps(msgspec.to_builtins(obj), ensure_ascii=True).encode()
     text, _ = jsonb_text(data)
     return text
+
+
+# --- numbers jsonb cannot hold ---------------------------------------------------------
+
+# jsonb keeps numbers as PostgreSQL numeric: at most 131,072 digits before the point (a
+# base-10000 weight of 32,767) and 16,383 after; an exponent beyond 2^30 is refused as it
+# is read. The decoder accepts any JSON number in a key it ignores, so an item may hold
+# one: PostgreSQL then refuses the whole statement ("value overflows numeric format").
+UNHOLDABLE_NUMBER = (
+    "a number PostgreSQL cannot hold (jsonb numeric: 131,072 digits before the point, 16,383 after)"
+)
+_NUMERIC_WEIGHT_DIGITS = 131_072
+_NUMERIC_SCALE_MAX = 16_383
+_NUMERIC_EXPONENT_MAX = 2**30 - 1
+_NUMBER = re.compile(r"-?(\d+)(?:\.(\d+))?(?:[eE]([-+]?)0*(\d*))?")
+
+
+def numeric_fits(literal: str) -> bool:
+    """True when PostgreSQL's numeric (so jsonb) holds the JSON number ``literal``."""
+    m = _NUMBER.fullmatch(literal)
+    if m is None:
+        return True  # not a JSON number: not for this check to judge
+    whole, frac, sign, exp = m.group(1), m.group(2) or "", m.group(3), m.group(4) or ""
+    if len(exp) > 10:
+        return False
+    e = int(exp) if exp else 0
+    if e > _NUMERIC_EXPONENT_MAX:
+        return False
+    if sign == "-":
+        e = -e
+    if len(frac) - e > _NUMERIC_SCALE_MAX:
+        return False
+    digits = whole + frac
+    significant = digits.lstrip("0")
+    if not significant:
+        return True  # zero: no weight
+    # Decimal weight of the first significant digit (0 for the units).
+    weight = len(whole) - 1 - (len(digits) - len(significant)) + e
+    return weight < _NUMERIC_WEIGHT_DIGITS
+
+
+# Without an exponent of 5 digits or more (|e| <= 9,999), a number needs over 16,383 - 9,999
+# digits after the point, or many more before it, to overflow: a long item.
+_FIVE_DIGIT_EXPONENT = re.compile(rb"[eE][-+]?[0-9]{5}")
+_SHORT_ITEM = _NUMERIC_SCALE_MAX - 9_999
+
+
+def unholdable(raw: bytes) -> bool:
+    """True when the item's JSON holds a number PostgreSQL's jsonb cannot hold.
+
+    Exact. The PostgreSQL sink does not run it (it finds such items by bisecting a write
+    PostgreSQL refused, at no cost to the writes it does not refuse); the reference model
+    does, to store what the sink stores."""
+    if len(raw) <= _SHORT_ITEM and _FIVE_DIGIT_EXPONENT.search(raw) is None:
+        return False  # nearly every item: no number there can overflow
+    bad = False
+
+    def number(literal: str) -> None:
+        nonlocal bad
+        if not bad and not numeric_fits(literal):
+            bad = True
+
+    try:
+        json.loads(raw, parse_int=number, parse_float=number)
+    except (ValueError, RecursionError):
+        return False  # not JSON Python reads: PostgreSQL decides
+    return bad
 
 
 # --- facts of one status / one incoming message -----------------------------------------

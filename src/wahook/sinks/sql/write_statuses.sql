@@ -3,7 +3,10 @@
 -- sender's record of the message merges into it later. The greatest status key decides
 -- message_status and its errors; each <status>_at keeps the earliest time seen; pricing
 -- and conversation each come from the greatest status that carried one. The campaign
--- audience rows mirror them at the end of the transaction (sync_audience.sql).
+-- audience rows mirror them at the end of the transaction (sync_audience.sql). Recipient
+-- and user id keep the least value while no incoming message of the wamid is stored
+-- (content_key IS NULL); once one is, its sender's are kept (write_inbound.sql), so one
+-- wamid that is both gets the same row in any order.
 INSERT INTO messages AS m (organization_id, whatsapp_message_id, direction, phone_number,
                            user_id, message_status, status_rank, status_key,
                            sent_at, delivered_at, read_at, played_at, failed_at,
@@ -17,8 +20,10 @@ SELECT org, wamid, 'outbound', phone, uid, status, rank, skey,
 FROM wahook_stage_statuses
 ORDER BY org, wamid
 ON CONFLICT (organization_id, whatsapp_message_id) DO UPDATE SET
-    phone_number = LEAST(m.phone_number, EXCLUDED.phone_number),
-    user_id = LEAST(m.user_id, EXCLUDED.user_id),
+    phone_number = CASE WHEN m.content_key IS NULL
+                        THEN LEAST(m.phone_number, EXCLUDED.phone_number) ELSE m.phone_number END,
+    user_id = CASE WHEN m.content_key IS NULL
+                   THEN LEAST(m.user_id, EXCLUDED.user_id) ELSE m.user_id END,
     message_status = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
                           THEN EXCLUDED.message_status ELSE m.message_status END,
     status_rank = CASE WHEN EXCLUDED.status_key > COALESCE(m.status_key, ''::bytea)
