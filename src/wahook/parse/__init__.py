@@ -4,11 +4,12 @@
 >>> n = decode(body)
 >>> for ev in n.events(): ...     # MessageEvent | StatusEvent | ChangeEvent
 >>> n.problems                     # items that could not be decoded
+>>> decode_item(raw, models.Status)  # one stored item again, by the same rules
 """
 
 from wahook.errors import DecodeError
 from wahook.parse import models
-from wahook.parse.decode import OBJECT, Notification, decode
+from wahook.parse.decode import OBJECT, Notification, decode, decode_item
 from wahook.parse.events import ChangeEvent, Event, MessageEvent, Problem, StatusEvent
 from wahook.parse.signature import sign, verify_signature, verify_subscription
 from wahook.parse.timestamps import to_epoch
@@ -23,6 +24,7 @@ __all__ = [
     "Problem",
     "StatusEvent",
     "decode",
+    "decode_item",
     "models",
     "sign",
     "to_epoch",
