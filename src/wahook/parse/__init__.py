@@ -9,7 +9,15 @@
 
 from wahook.errors import DecodeError
 from wahook.parse import models
-from wahook.parse.decode import OBJECT, Notification, decode, decode_item
+from wahook.parse.decode import (
+    OBJECT,
+    EnvelopeChange,
+    EnvelopeEntry,
+    Notification,
+    decode,
+    decode_item,
+    envelope,
+)
 from wahook.parse.events import ChangeEvent, Event, MessageEvent, Problem, StatusEvent
 from wahook.parse.signature import sign, verify_signature, verify_subscription
 from wahook.parse.timestamps import to_epoch
@@ -18,6 +26,8 @@ __all__ = [
     "OBJECT",
     "ChangeEvent",
     "DecodeError",
+    "EnvelopeChange",
+    "EnvelopeEntry",
     "Event",
     "MessageEvent",
     "Notification",
@@ -25,6 +35,7 @@ __all__ = [
     "StatusEvent",
     "decode",
     "decode_item",
+    "envelope",
     "models",
     "sign",
     "to_epoch",

@@ -230,6 +230,45 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
     — decodes: broken items are listed in ``Notification.problems``. No other exception
     escapes, whatever the bytes.
     """
+    data = _checked(body)
+    try:
+        return _readable(data, _decode, _restore)
+    except DecodeError:
+        raise
+    except Exception as exc:  # the guard of last resort, see below
+        raise _unexpected(exc) from exc
+
+
+def envelope(body: bytes | bytearray | memoryview | str) -> list[EnvelopeEntry]:
+    """The routing facts of a body without decoding its items: each entry's WABA id and,
+    per change, its field, ``metadata.phone_number_id`` and how many messages and statuses
+    it holds. Read with ``decode``'s tolerance (lone surrogates, entries without an id, bad
+    changes skipped); raises ``DecodeError`` where ``decode`` would, and nothing else."""
+    data = _checked(body)
+    try:
+        return _readable(data, _read_envelope, _restore_envelope)
+    except DecodeError:
+        raise
+    except Exception as exc:  # as in decode()
+        raise _unexpected(exc) from exc
+
+
+class EnvelopeChange(Struct, frozen=True, gc=False):
+    """One change of an ``envelope``: ``phone_number_id`` None (and no counts) for a
+    one-object field (template, account ... updates) or a value that is not an object."""
+
+    field: str
+    phone_number_id: str | None
+    messages: int
+    statuses: int
+
+
+class EnvelopeEntry(Struct, frozen=True, gc=False):
+    waba_id: str  # "" for an entry without one
+    changes: list[EnvelopeChange]
+
+
+def _checked(body: bytes | bytearray | memoryview | str) -> bytes:
     data = body if type(body) is bytes else _to_bytes(body)
     if data[:3] == _BOM:
         data = data[3:]
@@ -238,28 +277,61 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError("body is not valid UTF-8", position=exc.start) from None
+    return data
+
+
+def _unexpected(exc: Exception) -> DecodeError:
+    # Tolerance is built part by part, and the fuzz suite holds that nothing gets here;
+    # should a defect let an exception through, the reader still gets the one error a bad
+    # body gives (its raw bytes are then kept whole), never a crash.
+    return DecodeError(f"{UNEXPECTED}{type(exc).__name__}: {exc}")
+
+
+class _Unreadable(Exception):
+    """msgspec refused the bytes themselves, not their shape."""
+
+    def __init__(self, error: msgspec.DecodeError) -> None:
+        self.error = error
+
+
+R = TypeVar("R")
+
+
+def _readable(data: bytes, read: Callable[[bytes], R], restore: Callable[[R, StandIns], R]) -> R:
+    """``read(data)``; when msgspec cannot read ``data`` because of lone surrogates, ``read``
+    of ``data`` with stand-ins for them, restored; else ``data`` is not JSON."""
     try:
-        return _decode(data, None)
-    except DecodeError:
-        raise
-    except Exception as exc:  # the guard of last resort, see below
-        # Tolerance is built part by part above, and the fuzz suite holds that nothing gets
-        # here; should a defect let an exception through, the reader still gets the one
-        # error a bad body gives (its raw bytes are then kept whole), never a crash.
-        raise DecodeError(f"{UNEXPECTED}{type(exc).__name__}: {exc}") from exc
+        return read(data)
+    except _Unreadable as exc:
+        stand_ins = StandIns.of(data)
+        if stand_ins is None:
+            raise _invalid_json(data, exc.error) from None
+    try:
+        return restore(read(stand_ins.data), stand_ins)
+    except _Unreadable as exc:
+        # Stand-ins keep every byte offset, so the position is right for the body as sent.
+        raise _invalid_json(data, exc.error) from None
 
 
-def _decode(data: bytes, stand_ins: StandIns | None) -> Notification:
+def _strict(data: bytes) -> _Envelope | None:
+    """The envelope in its usual shape; None when it has another (read it loosely then)."""
     try:
         envelope = _ENVELOPE.decode(data)
     except msgspec.ValidationError:
-        return _decode_loose(data, stand_ins)
+        return None
     except msgspec.DecodeError as exc:
-        return _with_stand_ins(data, exc, stand_ins)
+        raise _Unreadable(exc) from None
     except RecursionError:
         raise _too_deep() from None
     if envelope.object != OBJECT:
         raise _wrong_object(envelope.object)
+    return envelope
+
+
+def _decode(data: bytes) -> Notification:
+    envelope = _strict(data)
+    if envelope is None:
+        return _decode_loose(data)
     out = _Fanout(data)
     for i, entry in enumerate(envelope.entry):
         waba_id = entry.id if isinstance(entry.id, str) else str(entry.id)
@@ -269,17 +341,40 @@ def _decode(data: bytes, stand_ins: StandIns | None) -> Notification:
     return Notification(out.events, out.problems)
 
 
-def _with_stand_ins(
-    data: bytes, exc: msgspec.DecodeError, stand_ins: StandIns | None
-) -> Notification:
-    """msgspec could not read ``data``: if lone surrogates are why, decode it again with
-    stand-ins for them, else it is not JSON."""
-    if stand_ins is None:
-        stand_ins = StandIns.of(data)
-        if stand_ins is not None:
-            return _restore(_decode(stand_ins.data, stand_ins), stand_ins)
-    # Stand-ins keep every byte offset, so the position is right for the body as sent.
-    raise _invalid_json(data, exc) from None
+def _read_envelope(data: bytes) -> list[EnvelopeEntry]:
+    envelope = _strict(data)
+    if envelope is None:
+        return [
+            EnvelopeEntry(waba_id, [_facts(c[1], c[2]) for c in changes])
+            for _, waba_id, _, changes in _loose_entries(_loose_envelope(data), _ignore)
+        ]
+    return [
+        EnvelopeEntry(str(entry.id), [_facts(c.field, c.value) for c in entry.changes])
+        for entry in envelope.entry
+    ]
+
+
+def _facts(field: str, value: _Value | None) -> EnvelopeChange:
+    if value is None or field in VALUE_TYPES:
+        return EnvelopeChange(field, None, 0, 0)
+    meta = value.metadata
+    pnid = meta.phone_number_id if meta is not None else None
+    return EnvelopeChange(field, pnid, len(value.messages or ()), len(value.statuses or ()))
+
+
+def _restore_envelope(entries: list[EnvelopeEntry], s: StandIns) -> list[EnvelopeEntry]:
+    out = []
+    for entry in entries:
+        changes = [
+            EnvelopeChange(s.text(c.field), s.text(c.phone_number_id), c.messages, c.statuses)
+            for c in entry.changes
+        ]
+        out.append(EnvelopeEntry(s.text(entry.waba_id), changes))
+    return out
+
+
+def _ignore(*args: Any) -> None:
+    pass
 
 
 def _too_deep() -> DecodeError:
@@ -306,20 +401,40 @@ def _invalid_json(data: bytes, exc: msgspec.DecodeError) -> DecodeError:
     return DecodeError(f"invalid JSON: {reason}")
 
 
-def _decode_loose(data: bytes, stand_ins: StandIns | None) -> Notification:
+def _decode_loose(data: bytes) -> Notification:
     """The envelope did not fit: go one entry and one change at a time."""
+    envelope = _loose_envelope(data)
+    out = _Fanout(data)
+    for i, waba_id, entry_time, changes in _loose_entries(envelope, out.problem):
+        for j, field, value, raw_value in changes:
+            out.change(field, value, raw_value, waba_id, entry_time, i, j)
+    return Notification(out.events, out.problems)
+
+
+def _loose_envelope(data: bytes) -> _LooseEnvelope:
     try:
         envelope = _LOOSE_ENVELOPE.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"not a WhatsApp notification: {_reason(exc)}") from None
     except msgspec.DecodeError as exc:
         # The typed pass stopped at a validation error before reaching broken JSON.
-        return _with_stand_ins(data, exc, stand_ins)
+        raise _Unreadable(exc) from None
     except RecursionError:
         raise _too_deep() from None
     if envelope.object != OBJECT:
         raise _wrong_object(envelope.object)
-    out = _Fanout(data)
+    return envelope
+
+
+_Changes = Iterator[tuple[int, str, "_Value | None", Raw]]
+
+
+def _loose_entries(
+    envelope: _LooseEnvelope, problem: Callable[..., None]
+) -> Iterator[tuple[int, str, int | None, _Changes]]:
+    """Each readable entry: index, WABA id, time, and its readable changes (index, field,
+    value or None when it is not a messaging-style object, raw value). What cannot be read
+    is passed to ``problem`` as it is met, so problems stay in document order."""
     for i, raw_entry in enumerate(envelope.entry):
         path = f"entry[{i}]"
         try:
@@ -327,35 +442,44 @@ def _decode_loose(data: bytes, stand_ins: StandIns | None) -> Notification:
             raw_changes = members.get("changes")
             changes = _RAWS.decode(raw_changes) if raw_changes is not None else []
         except _PART_ERRORS as exc:
-            out.problem(path, f"bad entry: {_reason(exc)}", raw_entry)
+            problem(path, f"bad entry: {_reason(exc)}", raw_entry)
             continue
         waba_id = _waba_id(members.get("id"))
         if waba_id is None:
             # Recorded on its own, without the changes: those are decoded below, so the
             # problem's bytes must not look like items lost with it.
             head = msgspec.json.encode({k: v for k, v in members.items() if k != "changes"})
-            out.problem(path, "entry without a WABA id (`id`): its changes are decoded "
-                        "without one", Raw(head))  # fmt: skip
+            problem(path, "entry without a WABA id (`id`): its changes are decoded without "
+                    "one", Raw(head))  # fmt: skip
             waba_id = ""
-        entry_time = _entry_time(members.get("time"))
-        for j, raw_change in enumerate(changes):
-            try:
-                change = _RAW_CHANGE.decode(raw_change)
-            except _PART_ERRORS as exc:
-                out.problem(f"{path}.changes[{j}]", f"bad change: {_reason(exc)}", raw_change,
-                            waba_id=waba_id)  # fmt: skip
+        yield (
+            i,
+            waba_id,
+            _entry_time(members.get("time")),
+            _loose_changes(path, changes, waba_id, problem),
+        )
+
+
+def _loose_changes(
+    path: str, changes: list[Raw], waba_id: str, problem: Callable[..., None]
+) -> _Changes:
+    for j, raw_change in enumerate(changes):
+        try:
+            change = _RAW_CHANGE.decode(raw_change)
+        except _PART_ERRORS as exc:
+            problem(f"{path}.changes[{j}]", f"bad change: {_reason(exc)}", raw_change,
+                    waba_id=waba_id)  # fmt: skip
+            continue
+        field = change.field
+        try:
+            value: _Value | None = _VALUE.decode(change.value)
+        except _PART_ERRORS as exc:
+            if field in KNOWN_FIELDS and field not in VALUE_TYPES:
+                problem(f"{path}.changes[{j}].value", f"bad {field} value: {_reason(exc)}",
+                        change.value, field, waba_id)  # fmt: skip
                 continue
-            field = change.field
-            try:
-                value: _Value | None = _VALUE.decode(change.value)
-            except _PART_ERRORS as exc:
-                if field in KNOWN_FIELDS and field not in VALUE_TYPES:
-                    out.problem(f"{path}.changes[{j}].value", f"bad {field} value: "
-                                f"{_reason(exc)}", change.value, field, waba_id)  # fmt: skip
-                    continue
-                value = None  # a one-object field, or a field wahook does not know
-            out.change(field, value, change.value, waba_id, entry_time, i, j)
-    return Notification(out.events, out.problems)
+            value = None  # a one-object field, or a field wahook does not know
+        yield j, field, value, change.value
 
 
 def _waba_id(raw: Raw | None) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -95,6 +95,13 @@ class StandIns:
         back = self._back
         new = _STAND_IN.sub(lambda m: back.get(m.group(0), m.group(0)), raw)
         return raw if new == raw else new
+
+    @overload
+    def text(self, value: str) -> str: ...
+    @overload
+    def text(self, value: None) -> None: ...
+    @overload
+    def text(self, value: str | None) -> str | None: ...
 
     def text(self, value: str | None) -> str | None:
         """A string decoded from ``data`` with its lone surrogates back."""

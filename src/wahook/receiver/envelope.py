@@ -18,9 +18,9 @@ import hashlib
 from collections.abc import Iterator
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import Raw
 
-from wahook.parse import OBJECT
+from wahook.parse import DecodeError, envelope
 from wahook.parse.models import ITEM_TYPES, VALUE_TYPES
 
 # Arrays of a messaging-style value whose items each become one event. ``contacts`` is not
@@ -28,36 +28,10 @@ from wahook.parse.models import ITEM_TYPES, VALUE_TYPES
 _ITEM_ARRAYS = ("messages", "statuses", *ITEM_TYPES)
 
 
-class _Metadata(Struct):
-    phone_number_id: str | None = None
-
-
-class _Value(Struct):
-    metadata: _Metadata | None = None
-    messages: list[Raw] | None = None
-    statuses: list[Raw] | None = None
-
-
-class _Change(Struct):
-    field: str
-    value: Raw
-
-
-class _Entry(Struct):
-    id: str | int
-    changes: list[_Change]
-
-
-class _Envelope(Struct):
-    object: str
-    entry: list[_Entry]
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-_VALUE = msgspec.json.Decoder(_Value)
 _OBJECT = msgspec.json.Decoder(dict[str, Raw])
 _RAWS = msgspec.json.Decoder(list[Raw])
 _ENCODER = msgspec.json.Encoder()
+_NOT_ONE = "not a WhatsApp notification"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,41 +56,37 @@ def _unique(values: list[str]) -> tuple[str, ...]:
 
 
 def summarize(body: bytes) -> Summary:
-    """The envelope of ``body``; never raises."""
+    """The envelope of ``body``; never raises. Read by ``wahook.parse.envelope``, so with
+    the decoder's tolerance: lone surrogates, entries without an id, broken changes."""
     digest = hashlib.sha256(body).hexdigest()
     try:
-        env = _ENVELOPE.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        return Summary(digest, len(body), problem=f"not a WhatsApp notification: {exc}")
-    if env.object != OBJECT:
-        reason = f"not a WhatsApp notification: object is {env.object!r}"
+        entries = envelope(body)
+    except DecodeError as exc:
+        reason = str(exc)
+        if not reason.startswith(_NOT_ONE):
+            reason = f"{_NOT_ONE}: {reason}"
         return Summary(digest, len(body), problem=reason)
     wabas: list[str] = []
     phones: list[str] = []
     fields: list[str] = []
     changes = messages = statuses = 0
-    for entry in env.entry:
-        wabas.append(str(entry.id))
+    for entry in entries:
+        if entry.waba_id:
+            wabas.append(entry.waba_id)
         for change in entry.changes:
             changes += 1
             fields.append(change.field)
-            if change.field in VALUE_TYPES:
-                continue
-            try:
-                value = _VALUE.decode(change.value)
-            except (msgspec.DecodeError, RecursionError):
-                continue  # a bad value is the processor's to quarantine, not a routing fact
-            if value.metadata is not None and value.metadata.phone_number_id:
-                phones.append(value.metadata.phone_number_id)
-            messages += len(value.messages or ())
-            statuses += len(value.statuses or ())
+            if change.phone_number_id:
+                phones.append(change.phone_number_id)
+            messages += change.messages
+            statuses += change.statuses
     return Summary(
         digest,
         len(body),
         waba_ids=_unique(wabas),
         phone_number_ids=_unique(phones),
         fields=_unique(fields),
-        entries=len(env.entry),
+        entries=len(entries),
         changes=changes,
         messages=messages,
         statuses=statuses,
