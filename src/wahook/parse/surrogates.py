@@ -27,16 +27,17 @@ from wahook.errors import DecodeError
 
 T = TypeVar("T")
 
-# An escaped backslash (skipped, so that "\\\\ud800" is not read as an escape), a valid
-# surrogate pair (kept), or a lone surrogate escape (group 1).
+# An escaped backslash (skipped, so that "\\ud800" is not read as an escape), a valid
+# surrogate pair (kept), or a lone surrogate escape (group 1, without its backslash). Each
+# pattern starts with the one literal backslash: re then skips ahead to backslashes only.
 _LONE = re.compile(
-    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    rb"|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+    rb"\\(?:\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2}))"
 )
 # Any \u escape (group 1: its hex digits), escaped backslashes skipped.
-_ESCAPE = re.compile(rb"\\\\|\\u([0-9a-fA-F]{4})")
+_ESCAPE = re.compile(rb"\\(?:\\|u([0-9a-fA-F]{4}))")
 # A stand-in as this module spells it: lower-case hex.
-_STAND_IN = re.compile(rb"\\\\|\\u[0-9a-f]{4}")
+_STAND_IN = re.compile(rb"\\(?:\\|u[0-9a-f]{4})")
 
 
 def _candidates() -> Iterator[int]:
@@ -61,7 +62,7 @@ class StandIns:
     def of(cls, data: bytes) -> StandIns | None:
         """``data`` with stand-ins, or None when it has no lone surrogate escape. Raises
         ``DecodeError`` for a body built to leave no code point free to stand in."""
-        spellings = {m.group(1) for m in _LONE.finditer(data) if m.group(1) is not None}
+        spellings = {b"\\" + m.group(1) for m in _LONE.finditer(data) if m.group(1) is not None}
         if not spellings:
             return None
         used = {int(h, 16) for h in _ESCAPE.findall(data) if h}
@@ -84,15 +85,15 @@ class StandIns:
 
         def swap(m: re.Match[bytes]) -> bytes:
             lone = m.group(1)
-            return m.group(0) if lone is None else forth[lone]
+            return m.group(0) if lone is None else forth[b"\\" + lone]
 
         return cls(_LONE.sub(swap, data), back, table)
 
     def raw(self, raw: bytes) -> bytes:
         """The bytes ``raw`` (a slice of ``data`` that starts outside any string) was."""
-        if b"\\u" not in raw:
-            return raw
         back = self._back
+        if len(back) < 8 and not any(stand_in in raw for stand_in in back):
+            return raw  # the common case: one or two spellings, neither in this part
         new = _STAND_IN.sub(lambda m: back.get(m.group(0), m.group(0)), raw)
         return raw if new == raw else new
 
@@ -114,7 +115,7 @@ class StandIns:
         """A Struct decoded from ``data`` with the lone surrogates of its strings back (the
         same object when it holds none). Raises ``msgspec.ValidationError`` if the Struct
         does not take its own strings back, which its types never do."""
-        if obj is None:
+        if obj is None or msgspec.json.encode(obj).isascii():  # stand-ins are not ASCII
             return obj
         built = msgspec.to_builtins(obj)
         fixed = self._strings(built)
