@@ -105,3 +105,24 @@ def test_summary_agrees_with_decode_on_every_fixture() -> None:
 def test_summarize_never_raises(body: bytes) -> None:
     s = summarize(body)
     assert s.size == len(body)
+
+
+def test_a_body_too_large_for_one_message_splits_with_lone_surrogates() -> None:
+    from wahook.receiver.envelope import split
+
+    messages = ",".join(
+        '{"from":"1650555","id":"wamid.' + str(k) + '","timestamp":"1","type":"text",'
+        '"text":{"body":"' + ("\\ud800" if k % 7 == 0 else "x") * 40 + '"}}'
+        for k in range(200)
+    )
+    big = (
+        '{"object":"whatsapp_business_account","entry":[{"id":"900","changes":[{"field":'
+        '"messages","value":{"metadata":{"phone_number_id":"111"},"messages":[' + messages
+        + "]}}]}]}"
+    ).encode()  # fmt: skip
+    parts = split(big, 8000)
+    assert len(parts) > 1
+    assert all(len(p) <= 8000 for p in parts)
+    whole = [(ev.wamid, ev.raw, ev.message) for ev in decode(big).events()]
+    pieces = [(ev.wamid, ev.raw, ev.message) for p in parts for ev in decode(p).events()]
+    assert pieces == whole

@@ -22,6 +22,7 @@ from msgspec import Raw
 
 from wahook.parse import DecodeError, envelope
 from wahook.parse.models import ITEM_TYPES, VALUE_TYPES
+from wahook.parse.surrogates import StandIns
 
 # Arrays of a messaging-style value whose items each become one event. ``contacts`` is not
 # among them: contacts only describe the senders, so every piece keeps all of them.
@@ -112,9 +113,26 @@ def split(body: bytes, limit: int) -> list[bytes]:
     item arrays (``messages``, ``statuses``, ``history`` ...), each piece keeping the rest
     of the value (``metadata``, ``contacts``). Raises ``Unsplittable`` when the body is not
     a notification or a single item is larger than ``limit`` allows.
+
+    Lone surrogate escapes, which msgspec refuses, are read through the stand-ins of
+    ``wahook.parse.surrogates`` and put back in each part: items keep their exact bytes
+    (a key with a lone surrogate outside any item is re-encoded with its stand-in).
     """
     if len(body) <= limit:
         return [body]
+    try:
+        return _split(body, limit)
+    except Unsplittable:
+        try:
+            stand_ins = StandIns.of(body)
+        except DecodeError:
+            stand_ins = None
+        if stand_ins is None:
+            raise
+    return [stand_ins.raw(part) for part in _split(stand_ins.data, limit)]
+
+
+def _split(body: bytes, limit: int) -> list[bytes]:
     try:
         top = _OBJECT.decode(body)
         entries = [_OBJECT.decode(raw) for raw in _RAWS.decode(top.pop("entry"))]
