@@ -5,7 +5,7 @@
 
 Each input is a fixture body with one item's bytes mutated by hypothesis (byte and JSON
 level: surrogate keys and values, huge numbers, NaN, deep nesting, wrong types, duplicated
-keys, truncation ...). Every input must decode or raise ``DecodeError`` within 10 s; when
+keys, truncation ...). Every input must decode or raise ``DecodeError`` within 10 s of CPU; when
 the mutated bytes are still one JSON value, the siblings' events must be unchanged and the
 item an event or a problem with its exact bytes. Prints the count, the time and how the
 inputs ended; exits 1 (after hypothesis shrinks it) on the first input that breaks a rule.
