@@ -13,7 +13,8 @@ properties, for every mutated body:
   them is what it was): the body decodes — unless that value nests deeper than the
   interpreter's recursion limit allows, which rejects the body by design —, every other
   event is equal to the unmutated body's, no other problem appears, and the mutated item
-  is an event or a ``Problem`` whose raw bytes are the mutated bytes.
+  is an event or a ``Problem`` whose raw bytes are the mutated bytes; ``decode_item`` of an
+  event's raw bytes (a quarantine replay) gives its typed value again.
 
 The default run is short (``FUZZ_EXAMPLES``, 300); ``-m benchmark`` or
 ``benchmarks/fuzz_items.py --inputs 200000`` runs the same property at scale. A slow test
@@ -38,7 +39,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures import all_bodies
-from wahook.parse import DecodeError, Event, Problem, decode
+from wahook.parse import (
+    ChangeEvent,
+    DecodeError,
+    Event,
+    MessageEvent,
+    Problem,
+    StatusEvent,
+    decode,
+    decode_item,
+)
 from wahook.parse.decode import UNEXPECTED
 
 # --- the items to mutate -------------------------------------------------------------------
@@ -244,7 +254,20 @@ def check(target: Target, item: bytes) -> str:
             assert part.raw == exact, (part.raw[:200], exact[:200])
         else:  # an item inside a mutated whole value
             assert part.raw in exact
+        typed = _typed(part)
+        if typed is not None:  # what a quarantine replay would rebuild from the raw bytes
+            assert decode_item(part.raw, type(typed)) == typed
     return "problem" if isinstance(own[0], Problem) else "event"
+
+
+def _typed(part: Event | Problem) -> Any:
+    if isinstance(part, MessageEvent):
+        return part.message
+    if isinstance(part, StatusEvent):
+        return part.status
+    if isinstance(part, ChangeEvent):
+        return part.value
+    return None
 
 
 def fuzz(examples: int, seed: int | None = None) -> tuple[Callable[[], None], Counter[str]]:
