@@ -36,8 +36,9 @@ def main() -> int:
     failed = False
     try:
         run()
-    except Exception as exc:  # hypothesis has printed the shrunk input
-        print(f"FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        notes = "\n".join(getattr(exc, "__notes__", []))  # hypothesis puts the input here
+        print(f"FAILED: {type(exc).__name__}: {exc}\n{notes}", file=sys.stderr)
         failed = True
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     total = sum(outcomes.values())

@@ -216,3 +216,12 @@ def test_problem_keeps_exact_bytes_of_a_non_ascii_item() -> None:
     value = "{" + META + ',"messages":[' + bad + "]}"
     (problem,) = decode(wrap(change("messages", value))).problems
     assert problem.raw == bad.encode()
+
+
+def test_unknown_field_with_empty_item_arrays_is_kept_whole() -> None:
+    # Found by tests/fault/test_fuzz_items.py: the "x" was lost with nothing to fan out.
+    value = '{"messages":[],"x":{"kept":true}}'
+    (ev,) = decode(wrap(change("some_future_field", value))).events()
+    assert isinstance(ev, ChangeEvent)
+    assert (ev.field, ev.key, ev.raw) == ("some_future_field", None, value.encode())
+    assert len(decode(wrap(change("messages", "{" + META + ',"statuses":[]}')))) == 0

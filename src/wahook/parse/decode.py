@@ -34,7 +34,8 @@ Quirk rules (see also ``timestamps.to_epoch``):
 - ``from``/``wa_id``/``recipient_id`` may be ``""`` (BSUID users): kept as ``""``; see
   ``Message.sender`` for the identity to key on.
 - A value of a field wahook does not know is kept whole (``ChangeEvent`` with ``value``
-  None and its raw bytes), whatever its JSON type.
+  None and its raw bytes), whatever its JSON type, unless it holds items to fan out. (A
+  known messaging field whose item arrays are all empty gives nothing: it carries none.)
 """
 
 from __future__ import annotations
@@ -576,6 +577,8 @@ class _Fanout:
                   value.state_sync, value.history, value.groups)  # fmt: skip
         if messages is None and statuses is None and others == _NO_OTHERS:
             return False
+        if not (messages or statuses or any(others)) and field not in KNOWN_FIELDS:
+            return False  # empty arrays only: a value wahook does not know is kept whole
         meta = value.metadata
         pnid = meta.phone_number_id if meta is not None else None
         display = meta.display_phone_number if meta is not None else None
