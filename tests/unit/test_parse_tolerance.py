@@ -133,7 +133,7 @@ def test_bad_entries_and_changes_are_problems_with_siblings_kept() -> None:
     body = (
         '{"object":"whatsapp_business_account","entry":['
         '{"id":"1"},'  # no changes: an empty entry, nothing lost
-        '{"changes":[' + good + "]},"  # no id
+        '{"changes":[' + good + "]},"  # no id: decoded without one (issue 11, defect 11)
         '{"id":"3","changes":[{"value":{}},' + good + ',{"field":7,"value":{}}]},'
         '"not an entry",'
         '{"id":"5","changes":{"field":"messages"}},'
@@ -141,6 +141,7 @@ def test_bad_entries_and_changes_are_problems_with_siblings_kept() -> None:
     ).encode()
     n = decode(body)
     assert [(ev.waba_id, ev.path) for ev in n.events()] == [
+        ("", "entry[1].changes[0].value.statuses[0]"),
         ("3", "entry[2].changes[1].value.statuses[0]"),
         ("6", "entry[5].changes[0].value.statuses[0]"),
     ]
@@ -152,7 +153,8 @@ def test_bad_entries_and_changes_are_problems_with_siblings_kept() -> None:
         "entry[3]",
         "entry[4]",
     }
-    assert "no id" in problems["entry[1]"].reason
+    assert "without a WABA id" in problems["entry[1]"].reason
+    assert problems["entry[1]"].raw == b"{}"  # not its changes: those were decoded
     assert "field" in problems["entry[2].changes[0]"].reason
     assert problems["entry[2].changes[0]"].waba_id == "3"
     assert problems["entry[3]"].raw == b'"not an entry"'
@@ -214,3 +216,12 @@ def test_problem_keeps_exact_bytes_of_a_non_ascii_item() -> None:
     value = "{" + META + ',"messages":[' + bad + "]}"
     (problem,) = decode(wrap(change("messages", value))).problems
     assert problem.raw == bad.encode()
+
+
+def test_unknown_field_with_empty_item_arrays_is_kept_whole() -> None:
+    # Found by tests/fault/test_fuzz_items.py: the "x" was lost with nothing to fan out.
+    value = '{"messages":[],"x":{"kept":true}}'
+    (ev,) = decode(wrap(change("some_future_field", value))).events()
+    assert isinstance(ev, ChangeEvent)
+    assert (ev.field, ev.key, ev.raw) == ("some_future_field", None, value.encode())
+    assert len(decode(wrap(change("messages", "{" + META + ',"statuses":[]}')))) == 0

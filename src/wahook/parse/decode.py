@@ -9,7 +9,10 @@ How tolerance is built in (not caught after the fact):
    (JSON path, reason, raw bytes) and its siblings are still events.
 3. Only if that envelope does not fit (an entry without ``changes``, a change without
    ``field``, a value that is not an object ...) is the body read again one entry and one
-   change at a time, so the broken part is a problem and the rest still decodes.
+   change at a time, so the broken part is a problem and the rest still decodes. An entry
+   without a usable ``id`` is a problem of the entry alone (its ``id`` and other keys, not
+   its changes, as raw bytes); its changes still decode, with ``waba_id`` ``""``: their
+   ``metadata.phone_number_id`` is what routes them.
 4. Values of fields that are one object (template, account, phone number ... updates), and
    values with no item arrays, keep the whole value's raw bytes; those are taken from a
    second, lazy pass that only runs when such a change is present.
@@ -22,23 +25,24 @@ Quirk rules (see also ``timestamps.to_epoch``):
 - The top level must be an object whose ``object`` is ``whatsapp_business_account``.
 - Duplicate keys: the last one wins (as in ``json.loads``); the raw bytes keep both.
 - Integers of any size decode losslessly (Python ints); raw bytes keep the digits as sent.
-- ``\\u0000`` decodes to U+0000. Lone surrogates (``\\ud800``) are kept too: msgspec
-  rejects them, so such a body is decoded through ``json.loads`` instead, and each item's
-  ``raw`` is re-encoded as ASCII JSON that spells them as ``\\udXXX`` escapes.
+- ``\\u0000`` decodes to U+0000. Lone surrogates (``\\ud800``), in keys or values, are
+  kept too: msgspec refuses them, so each is swapped for a stand-in it reads and swapped
+  back afterwards (``surrogates.StandIns``). The body decodes exactly as any other: the same
+  rules, every ``raw`` the exact bytes sent, and the parts without one unchanged.
 - Nesting deeper than the interpreter's recursion limit rejects the body with
   ``DecodeError``.
 - ``from``/``wa_id``/``recipient_id`` may be ``""`` (BSUID users): kept as ``""``; see
   ``Message.sender`` for the identity to key on.
 - A value of a field wahook does not know is kept whole (``ChangeEvent`` with ``value``
-  None and its raw bytes), whatever its JSON type.
+  None and its raw bytes), whatever its JSON type, unless it holds items to fan out. (A
+  known messaging field whose item arrays are all empty gives nothing: it carries none.)
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -55,14 +59,17 @@ from wahook.parse.models import (
     Metadata,
     Status,
 )
+from wahook.parse.surrogates import StandIns
 from wahook.parse.timestamps import to_epoch
 
 OBJECT = "whatsapp_business_account"
 _BOM = b"\xef\xbb\xbf"
-_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]", re.ASCII)
 _AT_BYTE = re.compile(r"\(byte (\d+)\)")
-# What decoding one part can raise; each becomes a problem of that part only.
-_PART_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError)
+# What decoding one part can raise; each becomes a problem of that part only. (ValueError
+# covers the Unicode errors; msgspec raises none on the bytes decode() hands it.)
+_PART_ERRORS = (msgspec.ValidationError, msgspec.DecodeError, RecursionError, ValueError)
+# The start of the reason of a DecodeError that only a defect of wahook can cause.
+UNEXPECTED = "wahook could not decode this body (a defect of wahook, please report it): "
 
 T = TypeVar("T")
 
@@ -116,12 +123,6 @@ class _RawEnvelope(Struct, frozen=True, gc=False):
     entry: list[_RawEntry]
 
 
-class _LooseEntry(Struct, frozen=True, gc=False):
-    id: str | int | None = None
-    changes: list[Raw] = []
-    time: int | float | str | None = None
-
-
 class _LooseEnvelope(Struct, frozen=True, gc=False):
     object: str
     entry: list[Raw]
@@ -130,7 +131,10 @@ class _LooseEnvelope(Struct, frozen=True, gc=False):
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _RAW_ENVELOPE = msgspec.json.Decoder(_RawEnvelope)
 _LOOSE_ENVELOPE = msgspec.json.Decoder(_LooseEnvelope)
-_LOOSE_ENTRY = msgspec.json.Decoder(_LooseEntry)
+_MEMBERS = msgspec.json.Decoder(dict[str, Raw])
+_RAWS = msgspec.json.Decoder(list[Raw])
+_ID = msgspec.json.Decoder(str | int | None)
+_ANY = msgspec.json.Decoder()
 _RAW_CHANGE = msgspec.json.Decoder(_RawChange)
 _VALUE = msgspec.json.Decoder(_Value)
 _CONTACT = msgspec.json.Decoder(Contact)
@@ -224,8 +228,48 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
     Raises ``DecodeError`` when the body is not a WhatsApp notification at all (empty, not
     JSON, not UTF-8, wrong top-level shape, ``object`` other than
     ``whatsapp_business_account``, absurdly deep). Everything else — including broken items
-    — decodes: broken items are listed in ``Notification.problems``.
+    — decodes: broken items are listed in ``Notification.problems``. No other exception
+    escapes, whatever the bytes.
     """
+    data = _checked(body)
+    try:
+        return _readable(data, _decode, _restore)
+    except DecodeError:
+        raise
+    except Exception as exc:  # the guard of last resort, see below
+        raise _unexpected(exc) from exc
+
+
+def envelope(body: bytes | bytearray | memoryview | str) -> list[EnvelopeEntry]:
+    """The routing facts of a body without decoding its items: each entry's WABA id and,
+    per change, its field, ``metadata.phone_number_id`` and how many messages and statuses
+    it holds. Read with ``decode``'s tolerance (lone surrogates, entries without an id, bad
+    changes skipped); raises ``DecodeError`` where ``decode`` would, and nothing else."""
+    data = _checked(body)
+    try:
+        return _readable(data, _read_envelope, _restore_envelope)
+    except DecodeError:
+        raise
+    except Exception as exc:  # as in decode()
+        raise _unexpected(exc) from exc
+
+
+class EnvelopeChange(Struct, frozen=True, gc=False):
+    """One change of an ``envelope``: ``phone_number_id`` None (and no counts) for a
+    one-object field (template, account ... updates) or a value that is not an object."""
+
+    field: str
+    phone_number_id: str | None
+    messages: int
+    statuses: int
+
+
+class EnvelopeEntry(Struct, frozen=True, gc=False):
+    waba_id: str  # "" for an entry without one
+    changes: list[EnvelopeChange]
+
+
+def _checked(body: bytes | bytearray | memoryview | str) -> bytes:
     data = body if type(body) is bytes else _to_bytes(body)
     if data[:3] == _BOM:
         data = data[3:]
@@ -234,16 +278,61 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError("body is not valid UTF-8", position=exc.start) from None
+    return data
+
+
+def _unexpected(exc: Exception) -> DecodeError:
+    # Tolerance is built part by part, and the fuzz suite holds that nothing gets here;
+    # should a defect let an exception through, the reader still gets the one error a bad
+    # body gives (its raw bytes are then kept whole), never a crash.
+    return DecodeError(f"{UNEXPECTED}{type(exc).__name__}: {exc}")
+
+
+class _Unreadable(Exception):
+    """msgspec refused the bytes themselves, not their shape."""
+
+    def __init__(self, error: msgspec.DecodeError) -> None:
+        self.error = error
+
+
+R = TypeVar("R")
+
+
+def _readable(data: bytes, read: Callable[[bytes], R], restore: Callable[[R, StandIns], R]) -> R:
+    """``read(data)``; when msgspec cannot read ``data`` because of lone surrogates, ``read``
+    of ``data`` with stand-ins for them, restored; else ``data`` is not JSON."""
+    try:
+        return read(data)
+    except _Unreadable as exc:
+        stand_ins = StandIns.of(data)
+        if stand_ins is None:
+            raise _invalid_json(data, exc.error) from None
+    try:
+        return restore(read(stand_ins.data), stand_ins)
+    except _Unreadable as exc:
+        # Stand-ins keep every byte offset, so the position is right for the body as sent.
+        raise _invalid_json(data, exc.error) from None
+
+
+def _strict(data: bytes) -> _Envelope | None:
+    """The envelope in its usual shape; None when it has another (read it loosely then)."""
     try:
         envelope = _ENVELOPE.decode(data)
     except msgspec.ValidationError:
-        return _decode_loose(data)
+        return None
     except msgspec.DecodeError as exc:
-        return _decode_fallback(data, exc)
+        raise _Unreadable(exc) from None
     except RecursionError:
         raise _too_deep() from None
     if envelope.object != OBJECT:
         raise _wrong_object(envelope.object)
+    return envelope
+
+
+def _decode(data: bytes) -> Notification:
+    envelope = _strict(data)
+    if envelope is None:
+        return _decode_loose(data)
     out = _Fanout(data)
     for i, entry in enumerate(envelope.entry):
         waba_id = entry.id if isinstance(entry.id, str) else str(entry.id)
@@ -251,6 +340,42 @@ def decode(body: bytes | bytearray | memoryview | str) -> Notification:
         for j, change in enumerate(entry.changes):
             out.change(change.field, change.value, None, waba_id, entry_time, i, j)
     return Notification(out.events, out.problems)
+
+
+def _read_envelope(data: bytes) -> list[EnvelopeEntry]:
+    envelope = _strict(data)
+    if envelope is None:
+        return [
+            EnvelopeEntry(waba_id, [_facts(c[1], c[2]) for c in changes])
+            for _, waba_id, _, changes in _loose_entries(_loose_envelope(data), _ignore)
+        ]
+    return [
+        EnvelopeEntry(str(entry.id), [_facts(c.field, c.value) for c in entry.changes])
+        for entry in envelope.entry
+    ]
+
+
+def _facts(field: str, value: _Value | None) -> EnvelopeChange:
+    if value is None or field in VALUE_TYPES:
+        return EnvelopeChange(field, None, 0, 0)
+    meta = value.metadata
+    pnid = meta.phone_number_id if meta is not None else None
+    return EnvelopeChange(field, pnid, len(value.messages or ()), len(value.statuses or ()))
+
+
+def _restore_envelope(entries: list[EnvelopeEntry], s: StandIns) -> list[EnvelopeEntry]:
+    out = []
+    for entry in entries:
+        changes = [
+            EnvelopeChange(s.text(c.field), s.text(c.phone_number_id), c.messages, c.statuses)
+            for c in entry.changes
+        ]
+        out.append(EnvelopeEntry(s.text(entry.waba_id), changes))
+    return out
+
+
+def _ignore(*args: Any) -> None:
+    pass
 
 
 def _too_deep() -> DecodeError:
@@ -279,48 +404,103 @@ def _invalid_json(data: bytes, exc: msgspec.DecodeError) -> DecodeError:
 
 def _decode_loose(data: bytes) -> Notification:
     """The envelope did not fit: go one entry and one change at a time."""
+    envelope = _loose_envelope(data)
+    out = _Fanout(data)
+    for i, waba_id, entry_time, changes in _loose_entries(envelope, out.problem):
+        for j, field, value, raw_value in changes:
+            out.change(field, value, raw_value, waba_id, entry_time, i, j)
+    return Notification(out.events, out.problems)
+
+
+def _loose_envelope(data: bytes) -> _LooseEnvelope:
     try:
         envelope = _LOOSE_ENVELOPE.decode(data)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"not a WhatsApp notification: {_reason(exc)}") from None
     except msgspec.DecodeError as exc:
         # The typed pass stopped at a validation error before reaching broken JSON.
-        return _decode_fallback(data, exc)
+        raise _Unreadable(exc) from None
     except RecursionError:
         raise _too_deep() from None
     if envelope.object != OBJECT:
         raise _wrong_object(envelope.object)
-    out = _Fanout(data)
+    return envelope
+
+
+_Changes = Iterator[tuple[int, str, "_Value | None", Raw]]
+
+
+def _loose_entries(
+    envelope: _LooseEnvelope, problem: Callable[..., None]
+) -> Iterator[tuple[int, str, int | None, _Changes]]:
+    """Each readable entry: index, WABA id, time, and its readable changes (index, field,
+    value or None when it is not a messaging-style object, raw value). What cannot be read
+    is passed to ``problem`` as it is met, so problems stay in document order."""
     for i, raw_entry in enumerate(envelope.entry):
         path = f"entry[{i}]"
         try:
-            entry = _LOOSE_ENTRY.decode(raw_entry)
+            members = _MEMBERS.decode(raw_entry)
+            raw_changes = members.get("changes")
+            changes = _RAWS.decode(raw_changes) if raw_changes is not None else []
         except _PART_ERRORS as exc:
-            out.problem(path, f"bad entry: {_reason(exc)}", raw_entry)
+            problem(path, f"bad entry: {_reason(exc)}", raw_entry)
             continue
-        if entry.id is None:
-            out.problem(path, "bad entry: no id (WABA id)", raw_entry)
+        waba_id = _waba_id(members.get("id"))
+        if waba_id is None:
+            # Recorded on its own, without the changes: those are decoded below, so the
+            # problem's bytes must not look like items lost with it.
+            head = msgspec.json.encode({k: v for k, v in members.items() if k != "changes"})
+            problem(path, "entry without a WABA id (`id`): its changes are decoded without "
+                    "one", Raw(head))  # fmt: skip
+            waba_id = ""
+        yield (
+            i,
+            waba_id,
+            _entry_time(members.get("time")),
+            _loose_changes(path, changes, waba_id, problem),
+        )
+
+
+def _loose_changes(
+    path: str, changes: list[Raw], waba_id: str, problem: Callable[..., None]
+) -> _Changes:
+    for j, raw_change in enumerate(changes):
+        try:
+            change = _RAW_CHANGE.decode(raw_change)
+        except _PART_ERRORS as exc:
+            problem(f"{path}.changes[{j}]", f"bad change: {_reason(exc)}", raw_change,
+                    waba_id=waba_id)  # fmt: skip
             continue
-        waba_id = str(entry.id)
-        entry_time = to_epoch(entry.time)
-        for j, raw_change in enumerate(entry.changes):
-            try:
-                change = _RAW_CHANGE.decode(raw_change)
-            except _PART_ERRORS as exc:
-                out.problem(f"{path}.changes[{j}]", f"bad change: {_reason(exc)}", raw_change,
-                            waba_id=waba_id)  # fmt: skip
+        field = change.field
+        try:
+            value: _Value | None = _VALUE.decode(change.value)
+        except _PART_ERRORS as exc:
+            if field in KNOWN_FIELDS and field not in VALUE_TYPES:
+                problem(f"{path}.changes[{j}].value", f"bad {field} value: {_reason(exc)}",
+                        change.value, field, waba_id)  # fmt: skip
                 continue
-            field = change.field
-            try:
-                value: _Value | None = _VALUE.decode(change.value)
-            except _PART_ERRORS as exc:
-                if field in KNOWN_FIELDS and field not in VALUE_TYPES:
-                    out.problem(f"{path}.changes[{j}].value", f"bad {field} value: "
-                                f"{_reason(exc)}", change.value, field, waba_id)  # fmt: skip
-                    continue
-                value = None  # a one-object field, or a field wahook does not know
-            out.change(field, value, change.value, waba_id, entry_time, i, j)
-    return Notification(out.events, out.problems)
+            value = None  # a one-object field, or a field wahook does not know
+        yield j, field, value, change.value
+
+
+def _waba_id(raw: Raw | None) -> str | None:
+    """An entry's ``id`` as text; None when it is missing, null or not a string or number."""
+    if raw is None:
+        return None
+    try:
+        found = _ID.decode(raw)
+    except _PART_ERRORS:
+        return None
+    return found if found is None or isinstance(found, str) else str(found)
+
+
+def _entry_time(raw: Raw | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return to_epoch(_ANY.decode(raw))
+    except _PART_ERRORS:
+        return None
 
 
 class _Fanout:
@@ -397,6 +577,8 @@ class _Fanout:
                   value.state_sync, value.history, value.groups)  # fmt: skip
         if messages is None and statuses is None and others == _NO_OTHERS:
             return False
+        if not (messages or statuses or any(others)) and field not in KNOWN_FIELDS:
+            return False  # empty arrays only: a value wahook does not know is kept whole
         meta = value.metadata
         pnid = meta.phone_number_id if meta is not None else None
         display = meta.display_phone_number if meta is not None else None
@@ -506,164 +688,81 @@ def _finder(contacts: Sequence[Contact]) -> _Find | None:
     return find
 
 
-# --- the json.loads path, for bodies msgspec cannot read (lone surrogates) --------------
+# --- lone surrogates: back from the stand-ins -----------------------------------------
 
 
-def _reject_constant(name: str) -> float:
-    raise DecodeError(f"invalid JSON: {name} is not a JSON number")
-
-
-def _decode_fallback(data: bytes, exc: msgspec.DecodeError) -> Notification:
-    if not _LONE_SURROGATE.search(data):
-        raise _invalid_json(data, exc) from None
-    try:
-        doc = json.loads(data, parse_constant=_reject_constant)
-    except DecodeError:
-        raise
-    except RecursionError:
-        raise _too_deep() from None
-    except json.JSONDecodeError as err:
-        raise DecodeError(f"invalid JSON: {err.msg}", position=err.pos) from None
-    except ValueError as err:
-        raise DecodeError(f"invalid JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise DecodeError(
-            f"not a WhatsApp notification: top-level JSON is {type(doc).__name__}, not object"
-        )
-    if doc.get("object") != OBJECT:
-        raise _wrong_object(doc.get("object"))
-    entries = doc.get("entry")
-    if not isinstance(entries, list):
-        raise DecodeError("not a WhatsApp notification: `entry` is missing or not an array")
-    # Every part is re-encoded as ASCII JSON (lone surrogates become \udXXX escapes) for
-    # its raw bytes, and converted to the same Structs as the msgspec path.
+def _restore(n: Notification, s: StandIns) -> Notification:
+    """The events and problems of a body decoded with stand-ins, as the body was sent."""
+    problems = [
+        Problem(p.path, p.reason, s.raw(p.raw), s.text(p.field), s.text(p.waba_id),
+                s.text(p.phone_number_id))
+        for p in n.problems
+    ]  # fmt: skip
     events: list[Event] = []
-    problems: list[Problem] = []
-    for i, entry in enumerate(entries):
-        path = f"entry[{i}]"
-        if not isinstance(entry, dict) or entry.get("id") is None:
-            problems.append(Problem(path, "bad entry: no id (WABA id)", _dump(entry)))
-            continue
-        waba_id = str(entry["id"])
-        entry_time = to_epoch(entry.get("time"))
-        changes = entry.get("changes")
-        if not isinstance(changes, list):
-            problems.append(Problem(path, "bad entry: no changes array", _dump(entry)))
-            continue
-        for j, change in enumerate(changes):
-            cpath = f"{path}.changes[{j}]"
-            if (
-                not isinstance(change, dict)
-                or not isinstance(change.get("field"), str)
-                or "value" not in change
-            ):
-                problems.append(Problem(cpath, "bad change: needs field and value",
-                                        _dump(change), waba_id=waba_id))  # fmt: skip
-                continue
-            _ObjectChange(change["field"], change["value"], waba_id, entry_time, cpath,
-                          events, problems).run()  # fmt: skip
+    contacts: dict[int, Contact | None] = {}
+    for ev in n.events():
+        try:
+            events.append(_restore_event(ev, s, contacts))
+        except _PART_ERRORS as exc:  # the Struct refused its own strings back: never seen
+            problems.append(Problem(ev.path, f"bad {ev.kind}: {_reason(exc)}", s.raw(ev.raw),
+                                    s.text(ev.field), s.text(ev.waba_id),
+                                    s.text(ev.phone_number_id)))  # fmt: skip
     return Notification(events, problems)
 
 
-def _dump(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-class _ObjectChange:
-    """The per-change logic of ``_Fanout.change`` over ``json.loads`` objects."""
-
-    def __init__(
-        self,
-        field: str,
-        value: Any,
-        waba_id: str,
-        entry_time: int | None,
-        path: str,
-        events: list[Event],
-        problems: list[Problem],
-    ) -> None:
-        self.field, self.value, self.waba_id = field, value, waba_id
-        self.entry_time, self.vpath = entry_time, f"{path}.value"
-        self.events, self.problems = events, problems
-        self.phone_number_id: str | None = None
-
-    def _convert(self, obj: Any, typ: type[T], path: str, what: str) -> T | None:
-        try:
-            return msgspec.convert(obj, typ)
-        except (msgspec.ValidationError, RecursionError) as exc:
-            self.problems.append(
-                Problem(path, f"bad {what}: {_reason(exc)}", _dump(obj), self.field,
-                        self.waba_id, self.phone_number_id)
-            )  # fmt: skip
-            return None
-
-    def _whole(self) -> None:
-        self.events.append(ChangeEvent(self.field, self.waba_id, self.phone_number_id,
-                                       self.entry_time, None, None, _dump(self.value),
-                                       self.vpath))  # fmt: skip
-
-    def run(self) -> None:
-        field, value = self.field, self.value
-        value_type = VALUE_TYPES.get(field)
-        if value_type is not None:
-            typed = self._convert(value, value_type, self.vpath, f"{field} value")
-            if typed is not None:
-                self.events.append(ChangeEvent(field, self.waba_id, None, self.entry_time,
-                                               None, typed, _dump(value), self.vpath))  # fmt: skip
-            return
-        if not isinstance(value, Mapping):
-            if field in KNOWN_FIELDS:
-                self.problems.append(Problem(self.vpath, f"bad {field} value: not an object",
-                                             _dump(value), field, self.waba_id))  # fmt: skip
-            else:
-                self._whole()
-            return
-        meta = self._convert(value.get("metadata") or {}, Metadata, self.vpath, "metadata")
-        self.phone_number_id = meta.phone_number_id if meta else None
-        display = meta.display_phone_number if meta else None
-        find = _finder([
-            c
-            for k, obj in enumerate(_array(value.get("contacts")))
-            if (c := self._convert(obj, Contact, f"{self.vpath}.contacts[{k}]", "contact"))
-        ])  # fmt: skip
-        found = False
-        for key, _decoder, what in _ARRAYS:
-            if not isinstance(value.get(key), list):
-                continue
-            found = True
-            for k, obj in enumerate(value[key]):
-                self._item(key, what, obj, f"{self.vpath}.{key}[{k}]", find, display)
-        if not found:
-            self._whole()
-
-    def _item(
-        self,
-        key: str,
-        what: str,
-        obj: Any,
-        path: str,
-        find: _Find | None,
-        display: str | None,
-    ) -> None:
-        pid = self.phone_number_id
-        if key == "messages":
-            m = self._convert(obj, Message, path, what)
-            if m is not None:
-                c = find(m.from_, m.from_user_id) if find else None
-                self.events.append(MessageEvent(self.field, self.waba_id, pid, display, c, m,
-                                                _dump(obj), path))  # fmt: skip
-        elif key == "statuses":
-            s = self._convert(obj, Status, path, what)
-            if s is not None:
-                c = find(s.recipient_id, s.recipient_user_id) if find else None
-                self.events.append(StatusEvent(self.field, self.waba_id, pid, display, c, s,
-                                               _dump(obj), path))  # fmt: skip
+def _restore_event(ev: Event, s: StandIns, contacts: dict[int, Contact | None]) -> Event:
+    changes: dict[str, Any] = {}
+    raw = s.raw(ev.raw)
+    if raw is not ev.raw:  # the item held a stand-in: its strings may too
+        changes["raw"] = raw
+        if isinstance(ev, MessageEvent):
+            changes["message"] = s.struct(ev.message)
+        elif isinstance(ev, StatusEvent):
+            changes["status"] = s.struct(ev.status)
         else:
-            item = self._convert(obj, ITEM_TYPES[key], path, what)
-            if item is not None:
-                self.events.append(ChangeEvent(self.field, self.waba_id, pid, self.entry_time,
-                                               key, item, _dump(obj), path))  # fmt: skip
+            changes["value"] = s.struct(ev.value)
+    names: tuple[str, ...] = ("field", "waba_id", "phone_number_id")
+    if not isinstance(ev, ChangeEvent):
+        names += ("display_phone_number",)
+        if ev.contact is not None:
+            key = id(ev.contact)
+            if key not in contacts:
+                contacts[key] = s.struct(ev.contact)
+            if contacts[key] is not ev.contact:
+                changes["contact"] = contacts[key]
+    for name in names:
+        old = getattr(ev, name)
+        new = s.text(old)
+        if new is not old:
+            changes[name] = new
+    return msgspec.structs.replace(ev, **changes) if changes else ev
 
 
-def _array(obj: object) -> list[Any]:
-    return obj if isinstance(obj, list) else []
+# --- one stored item ------------------------------------------------------------------
+
+
+def decode_item(raw: bytes | bytearray | memoryview, typ: type[T]) -> T:
+    """One item's raw bytes (an event's or a problem's ``raw``, as stored) as ``typ`` (a
+    Struct of ``wahook.parse.models``), with the rules of ``decode``: unknown keys ignored,
+    lone surrogates kept in keys and values. Pure; raises only ``DecodeError``."""
+    data = bytes(raw)
+    decoder = _DECODERS.get(typ) or msgspec.json.Decoder(typ)
+    try:
+        item: T = _item(decoder, data)
+    except DecodeError:
+        raise
+    except _PART_ERRORS as exc:
+        raise DecodeError(f"not a {typ.__name__}: {_reason(exc)}") from None
+    return item
+
+
+def _item(decoder: msgspec.json.Decoder[Any], data: bytes) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as exc:
+        stand_ins = StandIns.of(data)
+        if stand_ins is None:
+            raise _invalid_json(data, exc) from None
+        return stand_ins.struct(decoder.decode(stand_ins.data))

@@ -18,46 +18,21 @@ import hashlib
 from collections.abc import Iterator
 
 import msgspec
-from msgspec import Raw, Struct
+from msgspec import Raw
 
-from wahook.parse import OBJECT
+from wahook.parse import DecodeError, envelope
 from wahook.parse.models import ITEM_TYPES, VALUE_TYPES
+from wahook.parse.surrogates import StandIns
 
 # Arrays of a messaging-style value whose items each become one event. ``contacts`` is not
 # among them: contacts only describe the senders, so every piece keeps all of them.
 _ITEM_ARRAYS = ("messages", "statuses", *ITEM_TYPES)
 
 
-class _Metadata(Struct):
-    phone_number_id: str | None = None
-
-
-class _Value(Struct):
-    metadata: _Metadata | None = None
-    messages: list[Raw] | None = None
-    statuses: list[Raw] | None = None
-
-
-class _Change(Struct):
-    field: str
-    value: Raw
-
-
-class _Entry(Struct):
-    id: str | int
-    changes: list[_Change]
-
-
-class _Envelope(Struct):
-    object: str
-    entry: list[_Entry]
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-_VALUE = msgspec.json.Decoder(_Value)
 _OBJECT = msgspec.json.Decoder(dict[str, Raw])
 _RAWS = msgspec.json.Decoder(list[Raw])
 _ENCODER = msgspec.json.Encoder()
+_NOT_ONE = "not a WhatsApp notification"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,41 +57,37 @@ def _unique(values: list[str]) -> tuple[str, ...]:
 
 
 def summarize(body: bytes) -> Summary:
-    """The envelope of ``body``; never raises."""
+    """The envelope of ``body``; never raises. Read by ``wahook.parse.envelope``, so with
+    the decoder's tolerance: lone surrogates, entries without an id, broken changes."""
     digest = hashlib.sha256(body).hexdigest()
     try:
-        env = _ENVELOPE.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        return Summary(digest, len(body), problem=f"not a WhatsApp notification: {exc}")
-    if env.object != OBJECT:
-        reason = f"not a WhatsApp notification: object is {env.object!r}"
+        entries = envelope(body)
+    except DecodeError as exc:
+        reason = str(exc)
+        if not reason.startswith(_NOT_ONE):
+            reason = f"{_NOT_ONE}: {reason}"
         return Summary(digest, len(body), problem=reason)
     wabas: list[str] = []
     phones: list[str] = []
     fields: list[str] = []
     changes = messages = statuses = 0
-    for entry in env.entry:
-        wabas.append(str(entry.id))
+    for entry in entries:
+        if entry.waba_id:
+            wabas.append(entry.waba_id)
         for change in entry.changes:
             changes += 1
             fields.append(change.field)
-            if change.field in VALUE_TYPES:
-                continue
-            try:
-                value = _VALUE.decode(change.value)
-            except (msgspec.DecodeError, RecursionError):
-                continue  # a bad value is the processor's to quarantine, not a routing fact
-            if value.metadata is not None and value.metadata.phone_number_id:
-                phones.append(value.metadata.phone_number_id)
-            messages += len(value.messages or ())
-            statuses += len(value.statuses or ())
+            if change.phone_number_id:
+                phones.append(change.phone_number_id)
+            messages += change.messages
+            statuses += change.statuses
     return Summary(
         digest,
         len(body),
         waba_ids=_unique(wabas),
         phone_number_ids=_unique(phones),
         fields=_unique(fields),
-        entries=len(env.entry),
+        entries=len(entries),
         changes=changes,
         messages=messages,
         statuses=statuses,
@@ -142,9 +113,26 @@ def split(body: bytes, limit: int) -> list[bytes]:
     item arrays (``messages``, ``statuses``, ``history`` ...), each piece keeping the rest
     of the value (``metadata``, ``contacts``). Raises ``Unsplittable`` when the body is not
     a notification or a single item is larger than ``limit`` allows.
+
+    Lone surrogate escapes, which msgspec refuses, are read through the stand-ins of
+    ``wahook.parse.surrogates`` and put back in each part: items keep their exact bytes
+    (a key with a lone surrogate outside any item is re-encoded with its stand-in).
     """
     if len(body) <= limit:
         return [body]
+    try:
+        return _split(body, limit)
+    except Unsplittable:
+        try:
+            stand_ins = StandIns.of(body)
+        except DecodeError:
+            stand_ins = None
+        if stand_ins is None:
+            raise
+    return [stand_ins.raw(part) for part in _split(stand_ins.data, limit)]
+
+
+def _split(body: bytes, limit: int) -> list[bytes]:
     try:
         top = _OBJECT.decode(body)
         entries = [_OBJECT.decode(raw) for raw in _RAWS.decode(top.pop("entry"))]
