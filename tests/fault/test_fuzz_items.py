@@ -332,11 +332,6 @@ def test_the_targets_cover_every_kind_of_item() -> None:
 # --- every accepted body is storable in PostgreSQL ---------------------------------------
 
 
-# Numbers jsonb cannot hold make the sink quarantine the whole body (issue 11, defect 4,
-# fixed on its own branch): left out of this sample until that lands. Remove then.
-_DEFECT_4 = (b"e-16384", b"e131073")
-
-
 def sample(count: int) -> list[bytes]:
     """``count`` mutated bodies that ``decode`` accepts, drawn by the same strategy."""
     bodies: list[bytes] = []
@@ -347,8 +342,6 @@ def sample(count: int) -> list[bytes]:
     def draw(case: tuple[Target, bytes]) -> None:
         target, item = case
         body = target.with_item(item)
-        if any(number in item for number in _DEFECT_4):
-            return
         if depth(item) > _SURELY_FINE_DEPTH:
             # Whether such a body decodes depends on the caller's stack depth (the
             # recursion limit is shared): the sink's caller is deeper than this one.

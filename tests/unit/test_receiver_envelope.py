@@ -13,6 +13,7 @@ from tests.fixtures import all_bodies
 from wahook.parse import decode, sign
 from wahook.receiver.core import Accepted, Receiver, Request
 from wahook.receiver.envelope import summarize
+from wahook.verdict import Verdict
 
 ORG_SECRET = "org-secret-a"
 SHARED = "deployment-wide-secret"
@@ -26,8 +27,9 @@ class OneOrg:
 
     def app_secrets(
         self, phone_number_ids: Iterable[str], waba_ids: Iterable[str]
-    ) -> tuple[str, ...]:
-        return (ORG_SECRET,) if "111" in phone_number_ids or "900" in waba_ids else ()
+    ) -> dict[str, frozenset[int]]:
+        named = "111" in phone_number_ids or "900" in waba_ids
+        return {ORG_SECRET: frozenset({1})} if named else {}
 
 
 def text_body(text: str, entry_id: str = '"900"') -> bytes:
@@ -55,6 +57,7 @@ def test_org_signed_body_is_accepted(text: str, entry_id: str, wabas: tuple[str,
         Request("POST", "/webhook", {}, {"x-hub-signature-256": sign(body, ORG_SECRET)}, body)
     )
     assert isinstance(r, Accepted)
+    assert r.verdict == Verdict.of({1})  # the organization's own items only
     s = r.summary
     assert s.problem is None
     assert (s.waba_ids, s.phone_number_ids, s.fields) == (wabas, ("111",), ("messages",))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from wahook.errors import ConfigError, PermanentError, TransientError
-from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent
+from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent, decode_item
 from wahook.parse.models import (
     ITEM_TYPES,
     VALUE_TYPES,
@@ -801,11 +801,9 @@ class ReplayResult:
 
 
 def _decode(raw: bytes, typ: type[T]) -> T:
-    try:
-        return msgspec.json.decode(raw, type=typ)
-    except msgspec.DecodeError:
-        # Lone-surrogate items are stored as ASCII JSON msgspec refuses; json reads them.
-        return msgspec.convert(json.loads(raw), typ)
+    """A stored item's raw bytes as ``typ``, by ``decode()``'s rules (lone surrogates in keys
+    and values included); raises only ``DecodeError``, a ``ValueError``."""
+    return decode_item(raw, typ)
 
 
 def rebuild_event(row: asyncpg.Record | dict[str, Any]) -> Event:
