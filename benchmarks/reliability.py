@@ -10,7 +10,8 @@ Needs a PostgreSQL on 127.0.0.1 (its maintenance DSN; each scenario gets two fre
 databases, dropped afterwards) and starts its own moto SQS server on 127.0.0.1.
 
     .venv/bin/python benchmarks/reliability.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
-    .venv/bin/python benchmarks/reliability.py --dsn ... --bodies 1000 --kills 3 --cuts 1
+    .venv/bin/python benchmarks/reliability.py --dsn ... --bodies 1000 --kills 3 --cuts 1 \
+        --cut-seconds 3
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def row(run: LedgerRun) -> str:
         who = "serve" if run.scenario == "serve" else "a worker"
         faults.append(f"{len(kills)} × SIGKILL of {who}, restarted")
     if cuts:
-        faults.append(f"{len(cuts)} × database cut ({cuts[0].what.split(' ', 2)[2]})")
+        lengths = ", ".join(f.what.removeprefix("cut database ") for f in cuts)
+        faults.append(f"{len(cuts)} × database cut ({lengths})")
     recoveries = [f.recovery for f in run.faults if f.recovery is not None]
     if recoveries:
         recovery = f"worst {max(recoveries):.1f} s, median {statistics.median(recoveries):.1f} s"
@@ -133,7 +135,9 @@ async def main() -> int:
     parser.add_argument("--bodies", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--cuts", type=int, default=2)
-    parser.add_argument("--cut-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--cut-seconds", type=float, nargs="+", default=[5.0, 40.0], help="each cut's length"
+    )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--scenario", choices=("serve", "worker", "all"), default="all")
     args = parser.parse_args()
@@ -141,7 +145,9 @@ async def main() -> int:
         parser.error("--dsn (or WAHOOK_TEST_DSN) is required")
     configure_logging("console", "warning")  # the crash-free runs' batches: not the table
     bodies = list(webhook_traffic(args.bodies, now=NOW))
-    plan = Plan(kills=args.kills, cuts=args.cuts, cut_seconds=args.cut_seconds, seed=args.seed)
+    plan = Plan(
+        kills=args.kills, cuts=args.cuts, cut_seconds=tuple(args.cut_seconds), seed=args.seed
+    )
     runs: list[LedgerRun] = []
     with tempfile.TemporaryDirectory(prefix="wahook-reliability-") as tmp:
         work = Path(tmp)
@@ -169,6 +175,9 @@ async def main() -> int:
         for fault in run.faults:
             recovery = "-" if fault.recovery is None else f"{fault.recovery:.2f} s"
             print(f"  {run.scenario}: {fault.what}: recovered in {recovery}", file=sys.stderr)
+        if run.refusals:
+            retried = ", ".join(f"{n} {why}" for why, n in sorted(run.refusals.items()))
+            print(f"  {run.scenario}: POSTs retried after: {retried}", file=sys.stderr)
         if run.unplanned_exits:
             print(f"  {run.scenario}: unplanned exits: {len(run.unplanned_exits)}", file=sys.stderr)
     bad = any(

@@ -18,7 +18,6 @@ Terms:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import random
@@ -113,6 +112,7 @@ class LedgerRun:
     faults: list[Fault] = dataclasses.field(default_factory=list)
     unplanned_exits: list[str] = dataclasses.field(default_factory=list)
     stop_codes: list[int | None] = dataclasses.field(default_factory=list)  # SIGTERM at the end
+    refusals: Counter[str] = dataclasses.field(default_factory=Counter)  # serve: why retried
     dead_lettered: int = 0
     left_in_queue: int = 0
     seconds: float = 0.0
@@ -186,16 +186,19 @@ async def crash_free_dump(dsn: str, bodies: Sequence[bytes]) -> Dump:
 class Plan:
     kills: int
     cuts: int
-    cut_seconds: float
+    cut_seconds: tuple[float, ...]  # the n-th cut lasts cut_seconds[n % len]
     seed: int
 
-    def points(self, total: int) -> list[tuple[int, str]]:
-        """(acknowledgements to wait for, "kill" or "cut"), in order."""
+    def points(self, total: int) -> list[tuple[int, str, float]]:
+        """(acknowledgements to wait for, "kill" or "cut", cut length), in order."""
         rng = random.Random(self.seed)
         kinds = ["kill"] * self.kills + ["cut"] * self.cuts
         rng.shuffle(kinds)
         marks = sorted(int(total * rng.uniform(0.08, 0.85)) for _ in kinds)
-        return list(zip(marks, kinds, strict=True))
+        lengths = iter(self.cut_seconds * self.cuts)
+        return [
+            (m, k, next(lengths) if k == "cut" else 0.0) for m, k in zip(marks, kinds, strict=True)
+        ]
 
 
 async def stop_all(roles: Sequence[Managed]) -> list[int | None]:
@@ -247,7 +250,7 @@ class Chaos:
             await asyncio.sleep(POLL * 4)
 
     async def play(self) -> None:
-        for mark, kind in self.plan.points(self.run.deliveries):
+        for mark, kind, seconds in self.plan.points(self.run.deliveries):
             await bounded_wait(lambda m=mark: self.progress.count >= m, 600)
             if kind == "kill":
                 role = self.rng.choice(self.targets)
@@ -261,9 +264,9 @@ class Chaos:
                 self.run.faults.append(fault)
                 await self.wait_up(role)
             else:
-                fault = Fault(f"cut database {self.plan.cut_seconds:g} s", time.monotonic())
+                fault = Fault(f"cut database {seconds:g} s", time.monotonic())
                 await self.relay.cut()
-                await asyncio.sleep(self.plan.cut_seconds)
+                await asyncio.sleep(seconds)
                 await self.relay.restore()
                 fault.ended = time.monotonic()
                 self.run.faults.append(fault)
@@ -331,16 +334,20 @@ async def _serve_run(
                         "Content-Type": "application/json",
                     }
                     for _ in range(2000):  # bounded; the overall timeout bounds time
-                        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        try:
                             async with session.post(
                                 f"{base}/webhook", data=body, headers=headers
                             ) as response:
                                 await response.read()
-                                if response.status == 200:
-                                    run.acknowledged += 1
-                                    progress.note(run.acknowledged)
-                                    break
-                                assert response.status == 503, response.status
+                        except (aiohttp.ClientError, TimeoutError) as exc:
+                            run.refusals[type(exc).__name__] += 1
+                        else:
+                            if response.status == 200:
+                                run.acknowledged += 1
+                                progress.note(run.acknowledged)
+                                break
+                            assert response.status == 503, response.status
+                            run.refusals["503"] += 1
                         await asyncio.sleep(0.05)
                     else:
                         raise AssertionError("a body was never acknowledged")
