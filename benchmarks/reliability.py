@@ -175,6 +175,12 @@ async def main() -> int:
         for fault in run.faults:
             recovery = "-" if fault.recovery is None else f"{fault.recovery:.2f} s"
             print(f"  {run.scenario}: {fault.what}: recovered in {recovery}", file=sys.stderr)
+        if run.durability_checks:
+            print(
+                f"  {run.scenario}: at {run.durability_checks} kills, bodies answered 200 but"
+                f" not stored: {len(run.acked_not_stored)}",
+                file=sys.stderr,
+            )
         if run.refusals:
             retried = ", ".join(f"{n} {why}" for why, n in sorted(run.refusals.items()))
             print(f"  {run.scenario}: POSTs retried after: {retried}", file=sys.stderr)

@@ -19,7 +19,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.fault.ledger import Databases, LedgerRun, Plan, serve_ledger, worker_ledger
+from tests.fault.ledger import (
+    Databases,
+    LedgerRun,
+    Plan,
+    check_stored,
+    serve_ledger,
+    worker_ledger,
+)
 from tests.fault.tcp_proxy import CuttableRelay
 from wahook.testing import traffic_events, webhook_traffic
 
@@ -83,6 +90,9 @@ async def test_serve_killed_and_cut_stores_each_acknowledged_event_once(
         time_limit=300 + bodies * 0.3,
     )
     assert [f.what for f in run.faults].count("kill serve") == plan.kills
+    # Answered 200 means committed: checked at each kill, before another copy could mask it.
+    assert run.durability_checks == plan.kills
+    assert run.acked_not_stored == [], run.logs
     assert_ledger(run, plan)
 
 
@@ -137,3 +147,13 @@ def test_the_ledger_counts_a_lost_and_a_duplicated_event() -> None:
     assert (run.lost, run.duplicated) == (0, 1)
     run.got = {"webhook_events": [{"dedup_key": b"a"}, {"dedup_key": b"b"}, {"dedup_key": b"c"}]}
     assert (run.lost, run.duplicated) == (0, 1)
+
+
+async def test_the_durability_check_names_acknowledged_bodies_not_stored(db_dsn: str) -> None:
+    bodies = list(webhook_traffic(2, now=NOW))
+    run = LedgerRun("serve", 2, 2)
+    await check_stored(db_dsn, bodies, {0, 1}, run)  # an empty database: nothing stored
+    assert run.acked_not_stored == [0, 1]
+    await check_stored(db_dsn, bodies, set(), run)
+    assert run.acked_not_stored == [0, 1]
+    assert run.durability_checks == 2
