@@ -190,6 +190,7 @@ async def main() -> int:
         r.lost
         or r.duplicated
         or r.unplanned_exits
+        or r.acked_not_stored
         or any(r.got.get(t) != r.want[t] for t in r.want)
         for r in runs
     )
