@@ -32,7 +32,10 @@ import botocore.session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fault.ledger import COPIES, Databases, LedgerRun, Plan, serve_ledger, worker_ledger
+from tests.fault.chaos import Plan
+from tests.fault.ledger import COPIES, Databases, LedgerRun
+from tests.fault.serve_ledger import serve_ledger
+from tests.fault.worker_ledger import worker_ledger
 from tests.plugins.postgres import with_database
 from tests.plugins.sqs import REGION, moto_server
 

@@ -2,8 +2,10 @@
 with SIGKILL and restarted, the database cut and restored under them, while a client keeps
 delivering signed bodies — then the tables are compared with a crash-free run.
 
-Used by ``tests/fault/test_crash_ledger.py`` (CI scale) and ``benchmarks/reliability.py``
-(the README's Reliability table). Everything is on 127.0.0.1; every wait is bounded.
+This module holds a run's record and the comparison; ``chaos.py`` injects the faults;
+``serve_ledger.py`` and ``worker_ledger.py`` are the two scenarios, run by
+``tests/fault/test_crash_ledger.py`` (CI scale) and ``benchmarks/reliability.py`` (the
+README's Reliability table). Everything is on 127.0.0.1; every wait is bounded.
 
 Terms:
 - a *delivery* is one POST (serve) or one SQS message (worker); every body is delivered
@@ -17,28 +19,16 @@ Terms:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
 import random
-import secrets
-import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
-from tests.fault.processes import WAHOOK, Managed, ProcessSet, child_env
-from tests.fault.tcp_proxy import CuttableRelay
-from tests.plugins.sqs import _free_port, queue_counts, send_bodies
-from wahook.parse import decode
-from wahook.parse.signature import sign
 from wahook.runtime.pipeline import Pipeline
 from wahook.sinks.memory import dump_order
 from wahook.sinks.postgres import PostgresSink, add_organization
@@ -50,29 +40,15 @@ from wahook.testing import (
 )
 
 Dump = dict[str, list[dict[str, Any]]]
+Databases = Callable[[], AbstractAsyncContextManager[str]]
+"""``async with databases() as dsn``: a fresh migrated database on 127.0.0.1."""
 
 # Columns that say which copy arrived first and when (the source's message id, the
 # receipt time): they differ between any two runs by nature, faults or not.
 _ARRIVAL = frozenset({"received_at", "source_message_id"})
 ARRIVAL_COLUMNS = {"webhook_events": _ARRIVAL, "quarantine": _ARRIVAL}
 
-SECRET = "ledger-deployment-wide-secret"  # WEBHOOK_SECRET: every organization's bodies
 COPIES = 3  # deliveries of every body
-CONCURRENCY = 16  # POSTs at once
-WORKERS = 4  # on one queue
-UP_TIMEOUT = 90.0  # seconds a restarted process gets to come up
-POLL = 0.05
-# Two receivers and two writers each: four workers and moto share the machine's cores.
-WORKER_FLAGS = {
-    "--receivers": "2",
-    "--writers": "2",
-    "--batch-size": "500",
-    "--batch-max-age": "0.1",
-    "--grace": "5",
-    "--progress-every": "0.5",  # its first line says the worker is up
-    "--log-format": "json",
-}
-SQS_BACKLOG = 600  # messages the sender lets the queue hold
 
 
 @dataclasses.dataclass
@@ -184,347 +160,7 @@ async def crash_free_dump(dsn: str, bodies: Sequence[bytes]) -> Dump:
         return comparable(await dump_tables(pool))
 
 
-# --- chaos: the faults, at seeded random points of the run ------------------------------
-
-
-@dataclasses.dataclass
-class Plan:
-    kills: int
-    cuts: int
-    cut_seconds: tuple[float, ...]  # the n-th cut lasts cut_seconds[n % len]
-    seed: int
-
-    def points(self, total: int) -> list[tuple[int, str, float]]:
-        """(acknowledgements to wait for, "kill" or "cut", cut length), in order."""
-        rng = random.Random(self.seed)
-        kinds = ["kill"] * self.kills + ["cut"] * self.cuts
-        rng.shuffle(kinds)
-        marks = sorted(int(total * rng.uniform(0.08, 0.85)) for _ in kinds)
-        lengths = iter(self.cut_seconds * self.cuts)
-        return [
-            (m, k, next(lengths) if k == "cut" else 0.0) for m, k in zip(marks, kinds, strict=True)
-        ]
-
-
-async def stop_all(roles: Sequence[Managed]) -> list[int | None]:
-    """SIGTERM every role at once and wait in threads: the relay they close their
-    connections through runs on this event loop, which must keep turning meanwhile."""
-    return list(await asyncio.gather(*(asyncio.to_thread(role.stop) for role in roles)))
-
-
-async def bounded_wait(done: Callable[[], bool], limit: float) -> None:
-    async with asyncio.timeout(limit):
-        while not done():  # noqa: ASYNC110  (no event to wait on: a process, a queue)
-            await asyncio.sleep(POLL)
-
-
-class Chaos:
-    """Runs the plan against ``targets`` while the run goes, restarting what it killed and
-    (counted as unplanned) anything that exited on its own."""
-
-    def __init__(
-        self,
-        run: LedgerRun,
-        plan: Plan,
-        targets: Sequence[Managed],
-        relay: CuttableRelay,
-        progress: Progress,
-        is_up: Callable[[Managed], Awaitable[bool]],
-        after_kill: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.run, self.plan, self.targets = run, plan, list(targets)
-        self.relay, self.progress, self.is_up = relay, progress, is_up
-        self.after_kill = after_kill
-        self.rng = random.Random(plan.seed + 1)
-        self._killed: set[str] = set()  # down on purpose: not the supervisor's to restart
-
-    async def wait_up(self, role: Managed) -> None:
-        async with asyncio.timeout(UP_TIMEOUT):
-            while not await self.is_up(role):
-                if not role.running:
-                    raise AssertionError(f"{role.name} exited while starting:\n{role.tail()}")
-                await asyncio.sleep(POLL * 4)
-
-    async def supervise(self) -> None:
-        """Restart a role that exited without being killed (and say so)."""
-        while True:
-            for role in self.targets:
-                if role.name in self._killed:
-                    continue
-                if not role.running and len(self.run.unplanned_exits) < 10:
-                    self.run.unplanned_exits.append(f"{role.name}: {role.tail(800)}")
-                    role.start()
-            await asyncio.sleep(POLL * 4)
-
-    async def play(self) -> None:
-        for mark, kind, seconds in self.plan.points(self.run.deliveries):
-            await bounded_wait(lambda m=mark: self.progress.count >= m, 600)
-            if kind == "kill":
-                role = self.rng.choice(self.targets)
-                fault = Fault(f"kill {role.name}", time.monotonic())
-                self._killed.add(role.name)
-                role.kill()
-                if self.after_kill is not None:
-                    await self.after_kill()
-                await asyncio.sleep(self.rng.uniform(0.0, 0.5))
-                role.start()
-                self._killed.discard(role.name)
-                fault.ended = time.monotonic()
-                self.run.faults.append(fault)
-                await self.wait_up(role)
-            else:
-                fault = Fault(f"cut database {seconds:g} s", time.monotonic())
-                await self.relay.cut()
-                await asyncio.sleep(seconds)
-                await self.relay.restore()
-                fault.ended = time.monotonic()
-                self.run.faults.append(fault)
-
-
-# --- serve: HTTP client -> wahook serve (in-process pipeline) -> PostgreSQL --------------
-
-
-def event_keys(body: bytes) -> set[tuple[str | None, str]]:
-    """(wamid, status value or message type) of each event: distinct in ``webhook_traffic``."""
-    return {(ev.wamid, ev.type) for ev in decode(body).events()}
-
-
-async def check_stored(
-    db_dsn: str, bodies: Sequence[bytes], acked: set[int], run: LedgerRun
-) -> None:
-    """Right after a kill: every body answered 200 so far has all its events stored.
-    Checked on the database itself, past the relay (which may be cut)."""
-    snapshot = set(acked)
-    conn = await asyncpg.connect(db_dsn)
-    try:
-        rows = await conn.fetch("SELECT whatsapp_message_id, event_type FROM webhook_events")
-    finally:
-        await conn.close()
-    stored = {(r["whatsapp_message_id"], r["event_type"]) for r in rows}
-    run.durability_checks += 1
-    run.acked_not_stored += sorted(i for i in snapshot if not event_keys(bodies[i]) <= stored)
-
-
-async def _http_ok(url: str) -> bool:
-    def get() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    return await asyncio.to_thread(get)
-
-
-async def _serve_run(
-    db_dsn: str, bodies: Sequence[bytes], plan: Plan, workdir: Path, time_limit: float
-) -> LedgerRun:
-    """POST every body ``COPIES`` times, retrying each POST until it is answered 200 (as
-    Meta does), while ``serve`` is killed and the database cut."""
-    order = delivery_order(len(bodies), plan.seed)
-    run = LedgerRun("serve", len(bodies), len(order))
-    progress = Progress()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    async with CuttableRelay.for_dsn(db_dsn) as relay:
-        with ProcessSet(workdir / "logs") as procs:
-            serve = procs.add(
-                "serve",
-                [
-                    *WAHOOK,
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--dsn",
-                    relay.dsn(db_dsn),
-                    "--data-dir",
-                    str(workdir / "serve"),
-                    "--grace",
-                    "5",
-                ],
-                child_env({"WEBHOOK_SECRET": SECRET, "WAHOOK_LOG_FORMAT": "json"}),
-            )
-
-            async def is_up(role: Managed) -> bool:
-                return await _http_ok(f"{base}/readyz")
-
-            acked: set[int] = set()
-
-            async def acknowledged_are_stored() -> None:
-                await check_stored(db_dsn, bodies, acked, run)
-
-            chaos = Chaos(run, plan, [serve], relay, progress, is_up, acknowledged_are_stored)
-            serve.start()
-            await chaos.wait_up(serve)
-            pending: asyncio.Queue[int] = asyncio.Queue()
-            for i in order:
-                pending.put_nowait(i)
-
-            async def deliver(session: aiohttp.ClientSession) -> None:
-                while not pending.empty():
-                    index = pending.get_nowait()
-                    body = bodies[index]
-                    headers = {
-                        "X-Hub-Signature-256": sign(body, SECRET),
-                        "Content-Type": "application/json",
-                    }
-                    for _ in range(2000):  # bounded; the overall timeout bounds time
-                        try:
-                            async with session.post(
-                                f"{base}/webhook", data=body, headers=headers
-                            ) as response:
-                                await response.read()
-                        except (aiohttp.ClientError, TimeoutError) as exc:
-                            run.refusals[type(exc).__name__] += 1
-                        else:
-                            if response.status == 200:
-                                run.acknowledged += 1
-                                acked.add(index)
-                                progress.note(run.acknowledged)
-                                break
-                            assert response.status == 503, response.status
-                            run.refusals["503"] += 1
-                        await asyncio.sleep(0.05)
-                    else:
-                        raise AssertionError("a body was never acknowledged")
-
-            client_timeout = aiohttp.ClientTimeout(total=60)
-            supervisor = asyncio.create_task(chaos.supervise())
-            try:
-                async with (
-                    aiohttp.ClientSession(timeout=client_timeout) as session,
-                    asyncio.timeout(time_limit),
-                    asyncio.TaskGroup() as group,
-                ):
-                    group.create_task(chaos.play())
-                    for _ in range(CONCURRENCY):
-                        group.create_task(deliver(session))
-                supervisor.cancel()
-                run.stop_codes = await stop_all([serve])
-            finally:
-                supervisor.cancel()
-                run.logs = procs.tails()
-    run.seconds = time.monotonic() - started
-    run.finish(progress)
-    run.got = await final_dump(db_dsn)
-    return run
-
-
-# --- worker: SQS (every body 3x) -> four wahook workers -> PostgreSQL ---------------------
-
-
-def make_queues(client: Any, name: str, *, visibility: int, max_receive: int) -> tuple[str, str]:
-    """A queue and its dead-letter queue (after ``max_receive`` receives)."""
-    import json
-
-    dlq = client.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-    arn = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
-    redrive = {
-        "deadLetterTargetArn": arn["Attributes"]["QueueArn"],
-        "maxReceiveCount": str(max_receive),
-    }
-    attributes = {"VisibilityTimeout": str(visibility), "RedrivePolicy": json.dumps(redrive)}
-    url = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    return str(url), str(dlq)
-
-
-async def _worker_run(
-    db_dsn: str,
-    bodies: Sequence[bytes],
-    plan: Plan,
-    workdir: Path,
-    time_limit: float,
-    sqs: Any,
-    endpoint: str,
-    queues: tuple[str, str],
-) -> LedgerRun:
-    """Send every body ``COPIES`` times as separate messages, in a shuffled order, while
-    ``WORKERS`` processes consume the queue and are killed and the database cut. Done when
-    everything was sent and the queue is empty (nothing visible, nothing in flight)."""
-    queue_url, dlq_url = queues
-    messages = [bodies[i] for i in delivery_order(len(bodies), plan.seed)]
-    run = LedgerRun("worker", len(bodies), len(messages))
-    progress = Progress()
-    sent = 0
-    started = time.monotonic()
-    async with CuttableRelay.for_dsn(db_dsn) as relay:
-        with ProcessSet(workdir / "logs") as procs:
-            env = child_env({"WAHOOK_QUEUE_URL": queue_url, "WAHOOK_DSN": relay.dsn(db_dsn)})
-            roles = [
-                procs.add(
-                    f"worker-{n}",
-                    [
-                        *WAHOOK,
-                        "worker",
-                        "--endpoint-url",
-                        endpoint,
-                        *(part for pair in WORKER_FLAGS.items() for part in pair),
-                    ],
-                    env,
-                )
-                for n in range(1, WORKERS + 1)
-            ]
-
-            async def is_up(role: Managed) -> bool:
-                # The first progress line comes once the pool is open and the pipeline runs.
-                path = role.log_paths[-1]
-                return path.exists() and b'"progress"' in path.read_bytes()
-
-            chaos = Chaos(run, plan, roles, relay, progress, is_up)
-            for role in roles:
-                role.start()
-            for role in roles:
-                await chaos.wait_up(role)
-
-            stop_sending = threading.Event()
-
-            def send_all() -> None:
-                # moto's calls cost O(queue length): keep the queue short while sending.
-                nonlocal sent
-                for start in range(0, len(messages), 100):
-                    while sum(queue_counts(sqs, queue_url)) > SQS_BACKLOG:
-                        if stop_sending.wait(0.1):
-                            return
-                    if stop_sending.is_set():
-                        return
-                    chunk = list(messages[start : start + 100])
-                    send_bodies(sqs, queue_url, chunk)
-                    sent += len(chunk)
-
-            async def watch() -> None:
-                while True:
-                    counts = await asyncio.to_thread(queue_counts, sqs, queue_url)
-                    progress.note(sent - sum(counts))
-                    run.acknowledged = progress.count
-                    if sent == len(messages) and counts == (0, 0):
-                        return
-                    await asyncio.sleep(0.25)
-
-            supervisor = asyncio.create_task(chaos.supervise())
-            try:
-                async with asyncio.timeout(time_limit), asyncio.TaskGroup() as group:
-                    group.create_task(chaos.play())
-                    group.create_task(asyncio.to_thread(send_all))
-                    group.create_task(watch())
-                supervisor.cancel()
-                run.stop_codes = await stop_all(roles)
-            finally:
-                supervisor.cancel()
-                stop_sending.set()
-                run.logs = procs.tails()
-    run.seconds = time.monotonic() - started
-    run.finish(progress)
-    run.left_in_queue = sum(queue_counts(sqs, queue_url))
-    run.dead_lettered = sum(queue_counts(sqs, dlq_url))
-    run.got = await final_dump(db_dsn)
-    return run
-
-
-# --- the scenarios, each against a crash-free run ---------------------------------------
-
-Databases = Callable[[], AbstractAsyncContextManager[str]]
-"""``async with databases() as dsn``: a fresh migrated database on 127.0.0.1."""
+# --- what both scenarios share ---------------------------------------------------------
 
 
 def delivery_order(bodies: int, seed: int) -> list[int]:
@@ -545,40 +181,14 @@ async def add_tenant(dsn: str) -> None:
         await conn.close()
 
 
-async def serve_ledger(
-    databases: Databases,
-    bodies: Sequence[bytes],
-    plan: Plan,
-    workdir: Path,
-    *,
-    time_limit: float = 600.0,
+async def against_crash_free(
+    databases: Databases, bodies: Sequence[bytes], faulty: Callable[[str], Awaitable[LedgerRun]]
 ) -> LedgerRun:
-    """``wahook serve`` under ``plan``, and the crash-free run of ``bodies`` to compare."""
-    async with databases() as faulty, databases() as reference:
-        await add_tenant(faulty)
+    """Two fresh databases with the traffic's organization: ``faulty(dsn)`` runs on one, the
+    crash-free run of ``bodies`` on the other, whose tables become the run's ``want``."""
+    async with databases() as faulty_dsn, databases() as reference:
+        await add_tenant(faulty_dsn)
         await add_tenant(reference)
-        run = await _serve_run(faulty, bodies, plan, workdir, time_limit)
-        run.want = await crash_free_dump(reference, bodies)
-    return run
-
-
-async def worker_ledger(
-    databases: Databases,
-    bodies: Sequence[bytes],
-    plan: Plan,
-    workdir: Path,
-    *,
-    sqs: Any,
-    endpoint: str,
-    time_limit: float = 600.0,
-) -> LedgerRun:
-    """``WORKERS`` × ``wahook worker`` under ``plan`` (a fresh queue, with a dead-letter
-    queue after 10 receives), and the crash-free run of ``bodies`` to compare."""
-    name = f"ledger-{os.getpid()}-{secrets.token_hex(3)}"
-    queues = make_queues(sqs, name, visibility=5, max_receive=10)
-    async with databases() as faulty, databases() as reference:
-        await add_tenant(faulty)
-        await add_tenant(reference)
-        run = await _worker_run(faulty, bodies, plan, workdir, time_limit, sqs, endpoint, queues)
+        run = await faulty(faulty_dsn)
         run.want = await crash_free_dump(reference, bodies)
     return run

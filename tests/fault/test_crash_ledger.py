@@ -19,15 +19,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.fault.ledger import (
-    Databases,
-    LedgerRun,
-    Plan,
-    check_stored,
-    serve_ledger,
-    worker_ledger,
-)
+from tests.fault.chaos import Plan
+from tests.fault.ledger import Databases, LedgerRun
+from tests.fault.serve_ledger import check_stored, serve_ledger
 from tests.fault.tcp_proxy import CuttableRelay
+from tests.fault.worker_ledger import worker_ledger
 from wahook.testing import traffic_events, webhook_traffic
 
 NOW = 1_764_000_000  # fixed event timestamps: both runs see the very same bodies

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.fault.ledger import WAHOOK, WORKER_FLAGS, add_tenant, bounded_wait
-from tests.fault.processes import ProcessSet, child_env
+from tests.fault.chaos import bounded_wait
+from tests.fault.ledger import add_tenant
+from tests.fault.processes import WAHOOK, ProcessSet, child_env
 from tests.fault.tcp_proxy import CuttableRelay
+from tests.fault.worker_ledger import WORKER_FLAGS
 from tests.plugins.sqs import queue_counts, send_bodies
 from wahook.testing import webhook_traffic
 
