@@ -1,9 +1,10 @@
 """``wahook worker`` stopped during a database outage: the README promises that what it
 could not commit "goes back to the queue at once (visibility 0)". Found while building the
 crash ledger: the release races the worker's own ReceiveMessage long polls, which are still
-open at the server when the worker releases and exits. Such a poll takes the released
-messages (up to 10 each) for nobody, so they wait out the queue's visibility timeout and gain
-a receive count towards the dead-letter queue. Real SQS behaves so too: a long poll outlives
+open at the server when the worker releases and exits. Such a poll took the released
+messages (up to 10 each) for nobody, so they waited out the queue's visibility timeout and
+gained a receive count towards the dead-letter queue. Now the source waits for its open polls
+before it releases, and releases what they brought too. Real SQS behaves so too: a long poll outlives
 the client that made it (aws/aws-sdk-js#2350, aws/aws-sdk-java#2083); moto checks for newly
 visible messages about once a second, hence the short delay before they disappear."""
 
@@ -29,13 +30,6 @@ VISIBILITY = 120  # seconds: far beyond the test, so "at once" cannot be confuse
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: on SIGTERM SqsSource releases unsettled messages (visibility 0) while "
-    "its receivers' long polls are still open; those polls take up to 10 of them each "
-    "again and the process exits, so they stay invisible for the queue's visibility "
-    "timeout (and gain a receive count towards the dead-letter queue)",
-)
 async def test_sigterm_during_an_outage_gives_every_message_back_at_once(
     db_dsn: str,
     sqs_endpoint: str,

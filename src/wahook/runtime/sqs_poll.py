@@ -65,6 +65,11 @@ class SqsSource(BaseSource):
         self.visibility_timeout = 30
         self.client = client
         self._leases: dict[str, _Lease] = {}
+        # ReceiveMessage calls under way. A long poll stays open at SQS when its caller is
+        # cancelled (a stop): the messages it then takes would be invisible to everyone
+        # for the visibility timeout. So a call is its own task, never cancelled; what it
+        # brings is leased (and released on exit) whether or not its caller still waits.
+        self._receiving: set[asyncio.Task[list[Message] | None]] = set()
         self._receive_failures = 0
         self.drain = drain
         self._drained = False
@@ -105,6 +110,10 @@ class SqsSource(BaseSource):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._receiving:
+            # Long polls still open: their messages are leased when they answer, then
+            # released with the rest (they answer within wait_seconds; usually already).
+            await asyncio.wait(set(self._receiving), timeout=self.wait_seconds + 1)
         unsettled = list(self._leases)
         try:
             if unsettled:
@@ -123,6 +132,13 @@ class SqsSource(BaseSource):
     async def next_batch(self) -> Sequence[Message] | None:
         if self._drained:
             return None
+        task = asyncio.create_task(self._receive(), name="wahook-sqs-receive")
+        self._receiving.add(task)
+        task.add_done_callback(self._receiving.discard)
+        # Cancelling this call leaves the receive running (see __init__).
+        return await asyncio.shield(task)
+
+    async def _receive(self) -> list[Message] | None:
         try:
             response = await self.client.receive_message(
                 QueueUrl=self.queue_url,
