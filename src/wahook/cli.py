@@ -26,8 +26,12 @@ examples:
   wahook serve                       # receiver + pipeline on an embedded PostgreSQL
   wahook migrate --dsn postgresql://postgres@127.0.0.1/whatsapp_db
   wahook worker --queue-url http://127.0.0.1:5000/123456789012/wahook
-  wahook replay bodies.jsonl --dry-run
+  wahook replay bodies.jsonl --any-organization --dry-run
   wahook stats
+  wahook dev aws                     # SQS + dead-letter queue on 127.0.0.1:5000 (moto)
+  wahook package -o build/lambda --python 3.12 --arch arm64   # the Lambda zips + template
+  wahook check https://abc123.execute-api.eu-west-1.amazonaws.com/webhook
+  wahook queue status --queue-url http://127.0.0.1:5000/123456789012/wahook
 """
 
 
