@@ -1,12 +1,12 @@
 """``wahook worker`` stopped during a database outage: the README promises that what it
 could not commit "goes back to the queue at once (visibility 0)". Found while building the
-crash ledger: the release races the worker's own ReceiveMessage long polls, which are still
-open at the server when the worker releases and exits. Such a poll took the released
+crash ledger: the release raced the worker's own ReceiveMessage long polls, which were still
+open at the server when the worker released and exited. Such a poll took the released
 messages (up to 10 each) for nobody, so they waited out the queue's visibility timeout and
 gained a receive count towards the dead-letter queue. Now the source waits for its open polls
-before it releases, and releases what they brought too. Real SQS behaves so too: a long poll outlives
-the client that made it (aws/aws-sdk-js#2350, aws/aws-sdk-java#2083); moto checks for newly
-visible messages about once a second, hence the short delay before they disappear."""
+before it releases, and releases what they brought too. Real SQS keeps a long poll alive
+after the client that made it is gone (aws/aws-sdk-js#2350, aws/aws-sdk-java#2083); moto
+checks for newly visible messages about once a second."""
 
 from __future__ import annotations
 
