@@ -88,11 +88,13 @@ async def test_cli_migrate_and_stats(pg_dsn: str, db_dsn: str) -> None:
         await admin.execute(f'CREATE DATABASE "{name}"')
         dsn = with_database(pg_dsn, name)
         code, out = await _cli("migrate", "--check", "--dsn", dsn)
-        assert code == 0
+        assert code == 1  # pending: a deploy script can gate on it
         assert "pending 0001_schema" in out
         code, out = await _cli("migrate", "--dsn", dsn)
         assert (code, "applied 0001_schema" in out) == (0, True)
         code, out = await _cli("migrate", "--dsn", dsn)
+        assert (code, out.strip()) == (0, "schema is up to date")
+        code, out = await _cli("migrate", "--check", "--dsn", dsn)
         assert (code, out.strip()) == (0, "schema is up to date")
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -215,3 +217,34 @@ async def test_empty_recipients_become_absent(pool: asyncpg.Pool) -> None:
         ("w2", "3161", None),
         ("w3", None, None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--name", "  ", "--phone-number-id", "106540352242922"], "--name must not be blank"),
+        (["--name", "Acme", "--phone-number-id", "123abc"], "--phone-number-id must be Meta's"),
+        (["--name", "Acme", "--waba-id", "x y"], "--waba-id must be Meta's numeric id"),
+        (["--name", "Acme", "--phone-number-id", "000000000000000"], "reserved"),
+    ],
+)
+async def test_cli_org_add_refuses_what_cannot_be_an_organization(
+    db_dsn: str, pool: asyncpg.Pool, flags: list[str], says: str
+) -> None:
+    code, out = await _cli("org", "add", "--dsn", db_dsn, *flags)
+    assert code in (1, 2), out
+    assert out.count("\n") == 1, out
+    assert says in out
+    assert "Traceback" not in out
+    assert await pool.fetchval("SELECT count(*) FROM organizations") == 0
+
+
+async def test_cli_org_add_names_the_owner_of_a_duplicate_phone_number(db_dsn: str) -> None:
+    args = ("org", "add", "--dsn", db_dsn, "--phone-number-id", "106540352242922")
+    code, out = await _cli(*args, "--name", "First")
+    assert code == 0, out
+    code, out = await _cli(*args, "--name", "Second")
+    assert code == 2, out
+    assert out.strip() == (
+        "wahook org add: phone number id 106540352242922 already belongs to organization 1"
+    )

@@ -14,7 +14,8 @@ examples:
   wahook migrate                                   # DSN from WAHOOK_DSN or DB_HOST/DB_*
   wahook migrate --dsn postgresql://postgres@127.0.0.1:5432/whatsapp_db
   wahook migrate --embedded                        # the local server under .wahook/
-  wahook migrate --check                           # list pending migrations, apply none
+  wahook migrate --check                           # list pending migrations, apply none;
+                                                   # exit 1 while any is pending
 
 Safe to run from many processes at once: an advisory lock serialises them and
 migrations already applied are skipped.
@@ -127,7 +128,8 @@ def run_migrate(args: argparse.Namespace) -> int:
         print(f"{verb} {version:04d}_{name}")
     if not done:
         print("schema is up to date")
-    return 0
+    # --check exits 1 while migrations are pending, so a deploy script can gate on it.
+    return 1 if args.check and done else 0
 
 
 async def _migrate(dsn: str, *, check: bool) -> list[tuple[int, str]]:
@@ -177,9 +179,20 @@ def _table(header: list[str], rows: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def _validate_org(args: argparse.Namespace) -> None:
+    """One line for what cannot be an organization: a blank name, an id that is not
+    Meta's (digits only)."""
+    if not args.name.strip():
+        raise ConfigError("--name must not be blank")
+    for flag, value in (("--phone-number-id", args.phone_number_id), ("--waba-id", args.waba_id)):
+        if value is not None and not (value.isascii() and value.isdigit()):
+            raise ConfigError(f"{flag} must be Meta's numeric id (digits only), got {value!r}")
+
+
 def run_org_add(args: argparse.Namespace) -> int:
     if not (args.phone_number_id or args.waba_id):
         raise ConfigError("give --phone-number-id or --waba-id (or both)")
+    _validate_org(args)
     dsn = resolve_dsn(args)
     org_id, replayed = asyncio.run(_org_add(dsn, args))
     print(f"organization {org_id} added: {args.name}")
@@ -187,7 +200,10 @@ def run_org_add(args: argparse.Namespace) -> int:
         print(
             f"quarantine replayed: {replayed.applied} applied, "
             f"{replayed.still_unrouted} still without an organization"
-        )
+            + (f", {replayed.unverified} waiting for an operator's verdict"
+               " (wahook replay --quarantine --any-organization)"
+               if replayed.unverified else "")
+        )  # fmt: skip
     return 0
 
 
@@ -198,14 +214,23 @@ async def _org_add(dsn: str, args: argparse.Namespace) -> tuple[int, Any]:
 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     try:
-        org_id = await add_organization(
-            pool,
-            name=args.name,
-            phone_number_id=args.phone_number_id,
-            waba_id=args.waba_id,
-            verify_token=args.verify_token,
-            app_secret=args.app_secret,
-        )
+        try:
+            org_id = await add_organization(
+                pool,
+                name=args.name.strip(),
+                phone_number_id=args.phone_number_id,
+                waba_id=args.waba_id,
+                verify_token=args.verify_token,
+                app_secret=args.app_secret,
+            )
+        except asyncpg.UniqueViolationError:
+            taken = await pool.fetchval(
+                "SELECT id FROM organizations WHERE whatsapp_phone_number_id = $1",
+                args.phone_number_id,
+            )
+            raise ConfigError(
+                f"phone number id {args.phone_number_id} already belongs to organization {taken}"
+            ) from None
         replayed = None if args.no_replay else await replay_quarantine(pool)
         return org_id, replayed
     finally:
