@@ -252,9 +252,6 @@ def function_env(
     """``function_env(variables)``: the process environment as Lambda would set it for a
     function with these variables (plus the loopback endpoint), handlers' caches reset."""
     saved_gc = gc.get_threshold()
-    # The handlers' cold start writes what it read from the secrets into os.environ itself
-    # (as on Lambda): restored here, or the next tests would inherit a dropped database.
-    saved_env = dict(os.environ)
     plain = ("WAHOOK_DSN", "WEBHOOK_SECRET", "WEBHOOK_VERIFY_TOKEN", "WAHOOK_QUEUE_URL")
     monkeypatch.setattr(lambda_handler, "_default", None)
     monkeypatch.setattr(lambda_sqs, "_default", None)
@@ -270,8 +267,6 @@ def function_env(
     if lambda_sqs._default is not None:
         lambda_sqs._default.close()
     structlog.reset_defaults()  # the processor's cold start configured logging
-    os.environ.clear()
-    os.environ.update(saved_env)
     gc.unfreeze()
     gc.set_threshold(*saved_gc)
 
