@@ -145,9 +145,7 @@ class MemorySink:
         ckey = rows.content_key(ev.raw)
         if is_test_traffic(ev.phone_number_id, ev.waba_id):
             key = rows.verdict_key("test", dkey, ckey, "")
-            self._quarantine(key, {"kind": "test",
-                                   "reason": "test traffic (the reserved test phone number id "
-                                             "of wahook check)",
+            self._quarantine(key, {"kind": "test", "reason": rows.TEST_TRAFFIC,
                                    "field": rows.clean_text(ev.field),
                                    "waba_id": rows.clean_text(ev.waba_id),
                                    "phone_number_id": rows.clean_text(ev.phone_number_id),
@@ -188,9 +186,7 @@ class MemorySink:
             old["source_message_id"] = _least(old["source_message_id"], source)
             old["received_at"] = _least(old["received_at"], received)
         if org is None:
-            reason = (
-                f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
-            )
+            _, reason = rows.held_back(None, ANY, ev.phone_number_id, ev.waba_id)
             qkey = rows.tenant_key(dkey, ckey)
             self._quarantine(qkey, {"kind": "tenant", "reason": reason,
                                     "field": rows.clean_text(ev.field),
@@ -218,17 +214,7 @@ class MemorySink:
         verdict: Verdict,
     ) -> None:
         """An event its verdict keeps out of ``org``: quarantined, nothing else written."""
-        ids = f"phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
-        if org is None:
-            kind, reason = "tenant", f"no organization for {ids}"
-        elif verdict.unverified:
-            kind = "unverified"
-            reason = (f"organization {org} ({ids}): the body carried no tenancy verdict "
-                      "(queued before verdicts existed)")  # fmt: skip
-        else:
-            kind = "forged"
-            reason = (f"organization {org} ({ids}) is not among those whose app secret "
-                      f"signed the body (verdict: {verdict.encode()})")  # fmt: skip
+        kind, reason = rows.held_back(org, verdict, ev.phone_number_id, ev.waba_id)
         key = rows.verdict_key(kind, dkey, ckey, verdict.encode())
         self._quarantine(key, {"kind": kind, "reason": reason,
                                "field": rows.clean_text(ev.field),

@@ -406,8 +406,7 @@ class _Prepared:
         if is_test_traffic(ev.phone_number_id, ev.waba_id):
             self.refused += 1
             key = rows.verdict_key("test", dkey, ckey, "")
-            reason = "test traffic (the reserved test phone number id of wahook check)"
-            row = self._held("test", reason, ev, item, key, verdict)
+            row = self._held("test", rows.TEST_TRAFFIC, ev, item, key, verdict)
             row[11] = None  # one row per item, whoever signed it
             self._quarantine(key, row)
             return
@@ -448,9 +447,7 @@ class _Prepared:
             old[14] = _least(old[14], item.received_at)
         if org is None:
             self.unrouted += 1
-            reason = (
-                f"no organization for phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
-            )
+            _, reason = rows.held_back(None, ANY, ev.phone_number_id, ev.waba_id)
             qkey = rows.tenant_key(dkey, ckey)
             self._quarantine(qkey, self._held("tenant", reason, ev, item, qkey, ANY))
             return
@@ -472,17 +469,7 @@ class _Prepared:
         ``unverified`` (no verdict travelled with the body) or ``forged``."""
         self.refused += 1
         verdict = item.verdict
-        ids = f"phone_number_id={ev.phone_number_id!r} waba_id={ev.waba_id!r}"
-        if org is None:
-            kind, reason = "tenant", f"no organization for {ids}"
-        elif verdict.unverified:
-            kind = "unverified"
-            reason = (f"organization {org} ({ids}): the body carried no tenancy verdict "
-                      "(queued before verdicts existed)")  # fmt: skip
-        else:
-            kind = "forged"
-            reason = (f"organization {org} ({ids}) is not among those whose app secret "
-                      f"signed the body (verdict: {verdict.encode()})")  # fmt: skip
+        kind, reason = rows.held_back(org, verdict, ev.phone_number_id, ev.waba_id)
         key = rows.verdict_key(kind, dkey, ckey, verdict.encode())
         self._quarantine(key, self._held(kind, reason, ev, item, key, verdict))
 

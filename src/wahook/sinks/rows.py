@@ -24,6 +24,7 @@ import msgspec
 
 from wahook.parse import ChangeEvent, MessageEvent, Problem, StatusEvent, to_epoch
 from wahook.parse.models import Message, Status
+from wahook.verdict import Verdict
 
 # sent < delivered < read < played; failed is terminal. Unknown statuses rank 0.
 STATUS_RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
@@ -67,6 +68,29 @@ def tenant_key(dkey: bytes, ckey: bytes) -> bytes:
     """Quarantine key of an event of an unknown tenant: every distinct item is kept, even
     two that share a dedup key, so replay can apply each of them."""
     return _hash(b"t", dkey, ckey)
+
+
+TEST_TRAFFIC = "test traffic (the reserved test phone number id of wahook check)"
+
+
+def held_back(
+    org: int | None, verdict: Verdict, phone_number_id: str | None, waba_id: str | None
+) -> tuple[str, str]:
+    """The quarantine kind and reason of an event its verdict keeps out of ``org``:
+    ``tenant`` (no organization yet), ``unverified`` (no verdict came with the body) or
+    ``forged`` (another organization's app secret signed it)."""
+    ids = f"phone_number_id={phone_number_id!r} waba_id={waba_id!r}"
+    if org is None:
+        return "tenant", f"no organization for {ids}"
+    if verdict.unverified:
+        return "unverified", (
+            f"organization {org} ({ids}): the body carried no tenancy verdict "
+            "(queued before verdicts existed)"
+        )
+    return "forged", (
+        f"organization {org} ({ids}) is not among those whose app secret signed the body "
+        f"(verdict: {verdict.encode()})"
+    )
 
 
 def verdict_key(kind: str, dkey: bytes, ckey: bytes, verdict: str) -> bytes:
