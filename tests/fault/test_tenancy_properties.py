@@ -20,10 +20,10 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_store_properties import _run, _seed, scenarios
+from tests.integration.test_store_properties import _model, _run, _seed, scenarios
 from wahook.sinks.base import Record
-from wahook.sinks.postgres import Outbound, PostgresSink, add_organization
-from wahook.testing import PHONE_NUMBER_ID, WABA_ID, MemorySink, dump_tables
+from wahook.sinks.postgres import PostgresSink, add_organization
+from wahook.testing import dump_tables
 from wahook.verdict import ANY, UNVERIFIED, Verdict
 
 OTHER_PHONE = "999"  # the strategies' "unknown tenant", here organization 2
@@ -66,7 +66,7 @@ async def test_verdicts_are_order_independent_and_leave_no_trace(
     scenario: tuple[list[Any], list[Any], list[int]],
 ) -> None:
     ops, permuted, sizes = scenario
-    want = (await _model_with_two(ops)).dump()
+    want = (await _model(ops, other_phone=OTHER_PHONE)).dump()
     async with fresh_db() as dsn, asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
         await _seed_two(pool)
         await _run(PostgresSink(pool), pool, permuted, sizes)
@@ -91,16 +91,3 @@ async def test_verdicts_are_order_independent_and_leave_no_trace(
 def _allowed(record: Record) -> bool:
     org = organization_of(record)
     return org is None or record.verdict.allows(org)
-
-
-async def _model_with_two(ops: list[Any]) -> MemorySink:
-    memory = MemorySink()
-    memory.add_organization(1, phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID)
-    memory.add_organization(2, phone_number_id=OTHER_PHONE)
-    memory.add_campaign(1, 1)
-    for op in ops:
-        if isinstance(op, Outbound):
-            await memory.record_outbound(op)
-        else:
-            await memory.write([op])
-    return memory

@@ -191,9 +191,12 @@ async def _run(sink: PostgresSink, pool: asyncpg.Pool, ops: list[Any], sizes: li
     await flush()
 
 
-async def _model(ops: list[Any]) -> MemorySink:
+async def _model(ops: list[Any], *, other_phone: str | None = None) -> MemorySink:
+    """The reference model fed ``ops`` in order; ``other_phone``: organization 2's phone."""
     memory = MemorySink()
     memory.add_organization(1, phone_number_id=PHONE_NUMBER_ID, waba_id=WABA_ID)
+    if other_phone is not None:
+        memory.add_organization(2, phone_number_id=other_phone)
     memory.add_campaign(1, 1)
     for op in ops:
         if isinstance(op, Outbound):
