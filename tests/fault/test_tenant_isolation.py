@@ -176,35 +176,21 @@ def _a_key(name: str) -> str:
             "duplicate-key": "dup"}[name]  # fmt: skip
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-async def _connect(dsn: str) -> Any:
-    return await asyncpg.connect(dsn)
-
-
 @pytest.fixture
 def tenants(db_dsn: str) -> tuple[int, int]:
-    async def go() -> tuple[int, int]:
-        conn = await _connect(db_dsn)
-        try:
-            return await setup_tenants(conn)
-        finally:
-            await conn.close()
-
-    return run(go())
+    ids: tuple[int, int] = db(db_dsn, setup_tenants)
+    return ids
 
 
 def db(dsn: str, fn: Callable[[Any], Any]) -> Any:
     async def go() -> Any:
-        conn = await _connect(dsn)
+        conn = await asyncpg.connect(dsn)
         try:
             return await fn(conn)
         finally:
             await conn.close()
 
-    return run(go())
+    return asyncio.run(go())
 
 
 # --- the sink, with the receiver's own verdict ---------------------------------------------
@@ -433,7 +419,7 @@ def test_lambda_receiver_then_worker(
         assert rx(api_event(raw_body, SECRET_A), None)["statusCode"] == 200
 
     async def consume() -> None:
-        conn = await _connect(db_dsn)
+        conn = await asyncpg.connect(db_dsn)
         try:
             async with worker(url, sqs_endpoint, db_dsn, "--log-level", "debug") as w:
                 stored = "SELECT count(*) FROM messages WHERE organization_id = $1"
@@ -447,7 +433,7 @@ def test_lambda_receiver_then_worker(
         finally:
             await conn.close()
 
-    run(consume())
+    asyncio.run(consume())
 
 
 # --- test traffic ----------------------------------------------------------------------------

@@ -145,13 +145,7 @@ class MemorySink:
         ckey = rows.content_key(ev.raw)
         if is_test_traffic(ev.phone_number_id, ev.waba_id):
             key = rows.verdict_key("test", dkey, ckey, "")
-            self._quarantine(key, {"kind": "test", "reason": rows.TEST_TRAFFIC,
-                                   "field": rows.clean_text(ev.field),
-                                   "waba_id": rows.clean_text(ev.waba_id),
-                                   "phone_number_id": rows.clean_text(ev.phone_number_id),
-                                   "path": rows.clean_text(ev.path), "raw": ev.raw,
-                                   "verdict": None},
-                             source, received)  # fmt: skip
+            self._hold("test", rows.TEST_TRAFFIC, ev, key, None, source, received)
             return False, True
         if not verdict.any and (org is None or not verdict.allows(org)):
             self._refuse(ev, org, dkey, ckey, source, received, verdict)
@@ -188,14 +182,7 @@ class MemorySink:
         if org is None:
             _, reason = rows.held_back(None, ANY, ev.phone_number_id, ev.waba_id)
             qkey = rows.tenant_key(dkey, ckey)
-            self._quarantine(qkey, {"kind": "tenant", "reason": reason,
-                                    "field": rows.clean_text(ev.field),
-                                    "waba_id": rows.clean_text(ev.waba_id),
-                                    "phone_number_id": rows.clean_text(ev.phone_number_id),
-                                    "path": rows.clean_text(ev.path), "raw": ev.raw,
-                                    "verdict": ANY.encode()},
-                             source, received)  # fmt: skip
-            self.quarantine[qkey]["event"] = ev
+            self._hold("tenant", reason, ev, qkey, ANY.encode(), source, received)
             return False, fresh
         if isinstance(ev, StatusEvent):
             self._status(org, ev, ckey)
@@ -216,12 +203,25 @@ class MemorySink:
         """An event its verdict keeps out of ``org``: quarantined, nothing else written."""
         kind, reason = rows.held_back(org, verdict, ev.phone_number_id, ev.waba_id)
         key = rows.verdict_key(kind, dkey, ckey, verdict.encode())
+        self._hold(kind, reason, ev, key, verdict.encode(), source, received)
+
+    def _hold(
+        self,
+        kind: str,
+        reason: str,
+        ev: Event,
+        key: bytes,
+        verdict: str | None,
+        source: str | None,
+        received: float | None,
+    ) -> None:
+        """Quarantine ``ev`` whole, with what replay needs to apply it later."""
         self._quarantine(key, {"kind": kind, "reason": reason,
                                "field": rows.clean_text(ev.field),
                                "waba_id": rows.clean_text(ev.waba_id),
                                "phone_number_id": rows.clean_text(ev.phone_number_id),
                                "path": rows.clean_text(ev.path), "raw": ev.raw,
-                               "verdict": verdict.encode()},
+                               "verdict": verdict},
                          source, received)  # fmt: skip
         self.quarantine[key]["event"] = ev
 
