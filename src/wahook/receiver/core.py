@@ -181,25 +181,29 @@ class Receiver:
             log.warning("signature_missing bytes=%d", len(req.body))
             return _text(401, "X-Hub-Signature-256 required")
         summary = summarize(req.body)
-        verdict = self.verdict(req.body, header, summary)
+        candidates = self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids)
+        verdict = self.verdict(req.body, header, candidates)
         if verdict is None:
             if not quiet:
                 log.warning(
                     "signature_mismatch sha256=%s bytes=%d secrets_tried=%d waba_ids=%s",
-                    summary.sha256, summary.size, self._tried(summary),
+                    summary.sha256, summary.size, len(self.app_secrets) + len(candidates),
                     ",".join(summary.waba_ids),
                 )  # fmt: skip
             return _text(403, "signature does not match")
         return Accepted(req.body, summary, req.received_at, verdict)
 
-    def verdict(self, body: bytes, header: str, summary: Summary) -> Verdict | None:
-        """Whose items ``body`` may carry, or None when no secret verifies its signature.
+    def verdict(
+        self, body: bytes, header: str, candidates: Mapping[str, frozenset[int]]
+    ) -> Verdict | None:
+        """Whose items ``body`` may carry, or None when no secret verifies its signature:
+        ``ANY`` for a configured (deployment-wide) secret, else the holders of every
+        organization secret in ``candidates`` that verifies.
 
-        Every candidate secret is checked (no early exit), so the time taken says nothing
-        about which one matched."""
+        Every secret is checked (no early exit), so the time taken says nothing about which
+        one matched."""
         deployment_wide = verify_signature(body, header, self.app_secrets)
         organizations: set[int] = set()
-        candidates = self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids)
         for secret, holders in candidates.items():
             if verify_signature(body, header, (secret,)):
                 organizations |= holders
@@ -208,10 +212,6 @@ class Receiver:
         if organizations:
             return Verdict.of(organizations)
         return None
-
-    def _tried(self, summary: Summary) -> int:
-        named = self.credentials.app_secrets(summary.phone_number_ids, summary.waba_ids)
-        return len(self.app_secrets) + len(named)
 
     def delivered(self, accepted: Accepted, where: str) -> Response:
         s = accepted.summary
